@@ -1,0 +1,154 @@
+"""The ``facediff`` command line: a thin shell over ``facediff.api``.
+
+Every user mistake becomes one line on stderr (``error: ...``) and exit code 2 — never a traceback.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+from typing import Callable, List, Optional
+
+import typer
+
+from facediff.errors import FacediffError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Train, sample, compose and evaluate diffusion models that generate faces.")
+data_app = typer.Typer(no_args_is_help=True, help="Make SynthFaces, prepare real data sets, inspect them.")
+train_app = typer.Typer(no_args_is_help=True, help="Train models into a run directory.")
+app.add_typer(data_app, name="data")
+app.add_typer(train_app, name="train")
+
+
+def user_errors(fn: Callable) -> Callable:
+    """Turn FacediffError (and a missing file) into one line on stderr with exit code 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except FacediffError as e:
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(2)
+        except KeyboardInterrupt:
+            typer.echo("interrupted", err=True)
+            raise typer.Exit(130)
+
+    return wrapper
+
+
+# ------------------------------------------------------------------------------------------------ data
+@data_app.command("synth")
+@user_errors
+def data_synth(out: Path = typer.Option(..., help="output directory (a prepared data set)"),
+               n: int = typer.Option(1024, help="number of faces"),
+               size: int = typer.Option(64, help="image side in pixels"),
+               style: str = typer.Option("human", help="human | anime | mixed"),
+               seed: int = typer.Option(0, help="seed; (seed, index) fixes each face"),
+               overwrite: bool = typer.Option(False, help="replace an existing data set in --out")):
+    """Render SynthFaces (images, labels, captions, sketches, part masks)."""
+    from facediff import api
+
+    path = api.synth(out, n=n, size=size, style=style, seed=seed, overwrite=overwrite)
+    typer.echo(f"wrote {n} faces to {path}")
+
+
+@data_app.command("prepare")
+@user_errors
+def data_prepare(source: str = typer.Option(..., help="celeba | celeba-dialog | folder"),
+                 root: Path = typer.Option(..., help="where the source lives"),
+                 out: Path = typer.Option(..., help="output directory (a prepared data set)"),
+                 size: int = typer.Option(64, help="image side in pixels"),
+                 crop: str = typer.Option("center", help="center | celeba | x0,y0,x1,y1"),
+                 sketch: Optional[str] = typer.Option(None, help="also extract sketches: xdog | canny"),
+                 limit: Optional[int] = typer.Option(None, help="at most this many images"),
+                 overwrite: bool = typer.Option(False, help="replace an existing data set in --out")):
+    """Prepare a real data set (streamed; bad files are skipped and listed in manifest.json)."""
+    from facediff import api
+
+    path = api.prepare(source, root, out, size=size, crop=crop, sketch=sketch, limit=limit, overwrite=overwrite)
+    manifest = json.loads((path / "manifest.json").read_text())
+    c = manifest["counts"]
+    typer.echo(f"wrote {c['images']} images to {path}; skipped {c['skipped']} (reasons in manifest.json)")
+
+
+@data_app.command("inspect")
+@user_errors
+def data_inspect(path: Path = typer.Argument(..., help="a prepared data set"),
+                 out: Optional[Path] = typer.Option(None, help="contact sheet PNG (default PATH/contact_sheet.png)"),
+                 n: int = typer.Option(64, help="faces on the sheet")):
+    """Write a labelled contact sheet and print counts per attribute level."""
+    from facediff import api
+
+    info = api.inspect(path, out, n=n)
+    typer.echo(json.dumps({k: v for k, v in info.items() if k != "sheet"}, indent=1))
+    typer.echo(f"contact sheet: {info.get('sheet', out or path / 'contact_sheet.png')}")
+
+
+@data_app.command("sketch")
+@user_errors
+def data_sketch(image: Path = typer.Argument(..., help="a photo"),
+                out: Path = typer.Option(..., "-o", "--out", help="sketch PNG"),
+                method: str = typer.Option("xdog", help="xdog | canny")):
+    """Extract a line drawing from a photo (for sketch-conditional models)."""
+    from facediff import api
+
+    typer.echo(f"wrote {api.sketch(image, out, method)}")
+
+
+# ------------------------------------------------------------------------------------------------ train
+def _train(kind: str, config: Optional[Path], sets: List[str], out: Path, resume: bool) -> None:
+    from facediff import api
+
+    summary = api.train(kind, config, out, overrides=sets, resume=resume)
+    typer.echo(json.dumps({k: v for k, v in summary.items() if k != "config"}, indent=1))
+
+
+@train_app.command("ddpm")
+@user_errors
+def train_ddpm(config: Optional[Path] = typer.Option(None, help="TOML config (see configs/)"),
+               set_: List[str] = typer.Option([], "--set", help="override: section.key=value (repeatable)"),
+               out: Path = typer.Option(..., help="run directory"),
+               resume: bool = typer.Option(False, help="continue the run in --out from its last checkpoint")):
+    """Train a pixel DDPM (unconditional or attribute-conditional, classifier-free guidance)."""
+    _train("ddpm", config, set_, out, resume)
+
+
+# ------------------------------------------------------------------------------------------------ sample
+@app.command("sample")
+@user_errors
+def sample(model: Optional[Path] = typer.Option(None, help="run or export dir (default: the bundled model)"),
+           attrs: Optional[str] = typer.Option(None, help="condition, e.g. smiling=5,eyeglasses=3"),
+           attr_scales: Optional[str] = typer.Option(None, help="per-attribute guidance, e.g. smiling=6,age=2"),
+           guidance: float = typer.Option(3.0, help="classifier-free guidance scale (1 = none)"),
+           n: int = typer.Option(16, help="number of faces"),
+           sampler: str = typer.Option("dpmpp", help="ddpm | ddim | dpmpp | euler | heun | unipc"),
+           steps: int = typer.Option(25, help="sampler steps"),
+           eta: float = typer.Option(0.0, help="DDIM eta"),
+           seed: int = typer.Option(0, help="image i uses seed + i"),
+           init_noise: str = typer.Option("normal", help="normal | zero | constant (seed 003 ablation)"),
+           no_step_noise: bool = typer.Option(False, help="no noise in ancestral steps (seed 003 ablation)"),
+           sweep: bool = typer.Option(False, help="grid: one row per attribute, levels 0..5"),
+           batch_size: int = typer.Option(64, help="images per network batch"),
+           out: Path = typer.Option(Path("faces.png"), help="grid PNG")):
+    """Generate a grid of faces."""
+    from facediff import api
+
+    res = api.sample(model, n=n, attrs=attrs, guidance=guidance, attr_scales=attr_scales, sampler=sampler,
+                     steps=steps, seed=seed, eta=eta, init_noise=init_noise, step_noise=not no_step_noise,
+                     sweep=sweep, batch_size=batch_size, out=out)
+    typer.echo(f"wrote {len(res['images'])} faces to {res['path']}")
+
+
+def main() -> None:
+    try:
+        app()
+    except FacediffError as e:  # raised outside a command (e.g. while parsing)
+        typer.echo(f"error: {e}", err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,57 @@
+"""Small image utilities shared by every layer: tensor <-> uint8, grids with labels, PNG writing."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageFont
+
+
+def to_uint8(x: torch.Tensor) -> np.ndarray:
+    """Model-space images in [-1, 1], (B, 3, H, W) -> uint8 (B, H, W, 3)."""
+    x = ((x.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return x.permute(0, 2, 3, 1).cpu().numpy()
+
+
+def from_uint8(images: np.ndarray) -> torch.Tensor:
+    """uint8 (B, H, W, 3) -> float32 (B, 3, H, W) in [-1, 1]."""
+    t = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float()
+    return t / 127.5 - 1.0
+
+
+def make_grid(images: np.ndarray, ncol: int, *, pad: int = 2, scale: int = 1,
+              row_labels: list[str] | None = None, col_labels: list[str] | None = None,
+              background: int = 255) -> Image.Image:
+    """Tile uint8 images (N, H, W, 3) into a grid, optionally upscaled (nearest) and labelled."""
+    n, h, w = images.shape[:3]
+    ncol = max(1, min(ncol, n))
+    nrow = (n + ncol - 1) // ncol
+    h2, w2 = h * scale, w * scale
+    left = 0 if not row_labels else 8 + 7 * max(len(s) for s in row_labels)
+    top = 0 if not col_labels else 14
+    canvas = Image.new("RGB", (left + ncol * (w2 + pad) + pad, top + nrow * (h2 + pad) + pad),
+                       (background,) * 3)
+    for i in range(n):
+        tile = Image.fromarray(images[i])
+        if scale != 1:
+            tile = tile.resize((w2, h2), Image.NEAREST)
+        r, c = divmod(i, ncol)
+        canvas.paste(tile, (left + pad + c * (w2 + pad), top + pad + r * (h2 + pad)))
+    if row_labels or col_labels:
+        draw, font = ImageDraw.Draw(canvas), ImageFont.load_default()
+        for r, text in enumerate(row_labels or []):
+            draw.text((2, top + pad + r * (h2 + pad) + h2 // 2 - 5), text, fill=(0, 0, 0), font=font)
+        for c, text in enumerate(col_labels or []):
+            draw.text((left + pad + c * (w2 + pad) + 2, 1), text, fill=(0, 0, 0), font=font)
+    return canvas
+
+
+def save_png(image: Image.Image | np.ndarray, path: str | Path) -> Path:
+    """Write a PNG, creating parent folders."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(image, np.ndarray):
+        image = Image.fromarray(image)
+    image.save(path)
+    return path

@@ -1,0 +1,78 @@
+"""The pixel/latent denoiser: a U-Net assembled from diffusers blocks.
+
+Ho et al. 2020 U-Net (residual blocks + self-attention at chosen resolutions), sinusoidal timestep embedding,
+AdaGN conditioning (Dhariwal & Nichol 2021: GroupNorm(h) * (1 + scale) + shift, diffusers'
+``resnet_time_scale_shift="scale_shift"``).
+
+* Unconditional models are diffusers ``UNet2DModel`` so plain ``DDPMPipeline`` loads the export.
+* Attribute-conditional models are diffusers ``UNet2DConditionModel`` with ``class_embed_type="projection"``:
+  the concatenated one-hot attribute vector c (null condition = zeros) goes through an MLP and is added to
+  the timestep embedding, which then drives every AdaGN layer. No cross-attention blocks are used, so
+  ``encoder_hidden_states`` is None. Plain diffusers loads the export with ``UNet2DConditionModel.from_pretrained``.
+
+This module holds networks only: it never imports the noise process (facediff.diffusion).
+"""
+from __future__ import annotations
+
+import torch
+from diffusers import UNet2DConditionModel, UNet2DModel
+from torch import nn
+
+from facediff.config import ModelConfig, cond_dim
+from facediff.errors import FacediffError
+
+
+def _block_types(cfg: ModelConfig, sample_size: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Down/up block names: self-attention at the levels whose feature-map side is in attention_resolutions."""
+    down, res = [], sample_size
+    for level in range(len(cfg.block_out_channels)):
+        down.append("AttnDownBlock2D" if res in cfg.attention_resolutions else "DownBlock2D")
+        if level < len(cfg.block_out_channels) - 1:
+            res //= 2
+    up = [name.replace("Down", "Up") for name in reversed(down)]
+    return tuple(down), tuple(up)
+
+
+def build_unet(cfg: ModelConfig, sample_size: int) -> nn.Module:
+    """Build the diffusers U-Net described by ``cfg`` for ``sample_size`` x ``sample_size`` inputs."""
+    levels = len(cfg.block_out_channels)
+    if sample_size % (2 ** (levels - 1)) != 0:
+        raise FacediffError(f"[model] block_out_channels has {levels} levels, so the image side must be divisible "
+                            f"by {2 ** (levels - 1)}; got {sample_size}")
+    if any(c % cfg.norm_num_groups for c in cfg.block_out_channels):
+        raise FacediffError(f"[model] every entry of block_out_channels {list(cfg.block_out_channels)} must be "
+                            f"divisible by norm_num_groups={cfg.norm_num_groups}")
+    down, up = _block_types(cfg, sample_size)
+    common = dict(
+        sample_size=sample_size, in_channels=cfg.in_channels, out_channels=cfg.in_channels,
+        block_out_channels=tuple(cfg.block_out_channels), layers_per_block=cfg.layers_per_block,
+        down_block_types=down, up_block_types=up, norm_num_groups=cfg.norm_num_groups,
+        attention_head_dim=cfg.attention_head_dim, resnet_time_scale_shift="scale_shift",
+    )
+    if cfg.conditioning == "none":
+        return UNet2DModel(**common, dropout=cfg.dropout)
+    return UNet2DConditionModel(
+        **common, mid_block_type="UNetMidBlock2D", class_embed_type="projection",
+        projection_class_embeddings_input_dim=cond_dim(cfg), cross_attention_dim=cfg.block_out_channels[-1],
+        dropout=cfg.dropout,
+    )
+
+
+def unet_forward(net: nn.Module, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
+    """One network evaluation: the prediction (eps / v / x0, as trained) for noisy input x at timesteps t.
+
+    ``cond`` is the (B, A*L) concatenated one-hot attribute vector; None means the null condition.
+    """
+    if t.ndim == 0:
+        t = t.expand(x.shape[0])
+    inner = net.module if hasattr(net, "module") else net  # unwrap DDP
+    if isinstance(inner, UNet2DConditionModel):
+        if cond is None:
+            cond = torch.zeros(x.shape[0], inner.config.projection_class_embeddings_input_dim,
+                               device=x.device, dtype=x.dtype)
+        return net(x, t, encoder_hidden_states=None, class_labels=cond.to(x.dtype)).sample
+    return net(x, t).sample
+
+
+def count_parameters(net: nn.Module) -> int:
+    return sum(p.numel() for p in net.parameters())

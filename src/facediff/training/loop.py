@@ -1,0 +1,211 @@
+"""The one training loop (accelerate): DDPM-family denoisers on pixels (later: latents).
+
+Per optimizer step s: for each micro-batch m (gradient accumulation), x_0 and the condition c come from
+``TrainingData`` (stateless in s), t ~ U{0..T-1}, eps ~ N(0, I) from a generator seeded by (seed, s, m,
+process); x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps; loss = w(t) * ||f(x_t, t, c) - target||^2
+(Ho et al. 2020; Min-SNR-gamma weights w(t), Hang et al. 2023). AdamW, warmup, EMA, NaN/inf guard,
+atomic checkpoints. Because every random draw is a function of the step, ``resume`` reproduces the loss
+sequence of an uninterrupted run.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from torch import nn
+
+from facediff.config import RunConfig, cond_dim, save_config, to_dict
+from facediff.diffusion.process import NoiseProcess
+from facediff.diffusion.schedules import scheduler_config
+from facediff.errors import FacediffError
+from facediff.imaging import make_grid, save_png, to_uint8
+from facediff.models.unet import build_unet, count_parameters, unet_forward
+from facediff.sampling.generate import attribute_sweep, generate
+from facediff.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from facediff.training.data import TrainingData, resolve_dataset
+from facediff.training.export import export_model
+from facediff.training.progress import ProgressBar
+
+
+def _lr_lambda(cfg: RunConfig):
+    warm, total, kind = cfg.train.warmup_steps, cfg.train.max_steps, cfg.train.lr_schedule
+
+    def f(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        if kind == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total - warm))))
+        return 1.0
+
+    return f
+
+
+def step_seed(seed: int, step: int, micro: int, rank: int) -> int:
+    """The generator seed of one micro-batch: a pure function of (seed, step, micro-batch, process)."""
+    return int(np.random.SeedSequence([seed, step, micro, rank]).generate_state(1)[0])
+
+
+@torch.no_grad()
+def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
+    """theta_ema <- decay * theta_ema + (1 - decay) * theta."""
+    for pe, p in zip(ema.parameters(), model.parameters()):
+        pe.lerp_(p.detach().to(pe.dtype), 1.0 - decay)
+    for be, b in zip(ema.buffers(), model.buffers()):
+        be.copy_(b)
+
+
+def write_sample_grid(net: nn.Module, cfg: RunConfig, path: Path, seed: int = 0) -> Path:
+    """Attribute-sweep grid (rows: attributes, columns: levels) or an 8x4 grid for unconditional models."""
+    m, size = cfg.model, cfg.data.size
+    sched = scheduler_config(cfg.diffusion)
+    net.eval()
+
+    def model_fn(x, t, c):
+        return unet_forward(net, x, t, c)
+
+    if m.conditioning == "attributes":
+        conds, seeds = attribute_sweep(m.attributes, m.num_levels, seed)
+        x = generate(model_fn, scheduler_config=sched, shape=(m.in_channels, size, size), seeds=seeds,
+                     conditions=conds, attributes=m.attributes, num_levels=m.num_levels, guidance=3.0,
+                     sampler=cfg.train.sample_sampler, steps=cfg.train.sample_steps)
+        grid = make_grid(to_uint8(x), m.num_levels, scale=max(1, 64 // size), row_labels=list(m.attributes),
+                         col_labels=[str(i) for i in range(m.num_levels)])
+    else:
+        x = generate(model_fn, scheduler_config=sched, shape=(m.in_channels, size, size), seeds=list(range(32)),
+                     sampler=cfg.train.sample_sampler, steps=cfg.train.sample_steps)
+        grid = make_grid(to_uint8(x), 8, scale=max(1, 64 // size))
+    return save_png(grid, path)
+
+
+def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, show_progress: bool = True) -> dict[str, Any]:
+    """Train the denoiser described by ``cfg`` into run directory ``out``; returns a summary dict."""
+    out = Path(out)
+    tc = cfg.train
+    if cfg.kind != "ddpm":
+        raise FacediffError(f"kind = {cfg.kind!r}: this trainer handles kind = 'ddpm'")
+    if (out / "config.json").exists() and not resume:
+        raise FacediffError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+    if resume and not (out / "config.json").exists():
+        raise FacediffError(f"--resume: {out} holds no run (no config.json)")
+    if tc.mixed_precision == "fp16" and not torch.cuda.is_available():
+        raise FacediffError("[train] mixed_precision = 'fp16' needs a CUDA GPU; use 'bf16' or 'no' on CPU")
+    acc = Accelerator(mixed_precision=tc.mixed_precision, gradient_accumulation_steps=tc.grad_accum)
+    main = acc.is_main_process
+    if main:
+        for sub in ("state", "export", "logs", "samples", "cache"):
+            (out / sub).mkdir(parents=True, exist_ok=True)
+        if not resume:
+            save_config(cfg, out / "config.json")
+    acc.wait_for_everyone()
+    data_path = resolve_dataset(cfg.data, out / "cache") if main else None
+    acc.wait_for_everyone()
+    data_path = resolve_dataset(cfg.data, out / "cache")
+    data = TrainingData(data_path, cfg.data, cfg.model, tc.seed)
+
+    torch.manual_seed(tc.seed)  # identical initial weights on every process
+    net = build_unet(cfg.model, cfg.data.size)
+    ema = copy.deepcopy(net).requires_grad_(False)
+    opt = torch.optim.AdamW(net.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg))
+    process = NoiseProcess(cfg.diffusion)
+    start_step, nonfinite_total = 0, 0
+    ckpt = latest_checkpoint(out) if resume else None
+    if ckpt is not None:
+        trainer = load_checkpoint(ckpt, net, ema, opt, sched)
+        start_step, nonfinite_total = trainer["step"], trainer.get("nonfinite_total", 0)
+    net, opt = acc.prepare(net, opt)
+    ema.to(acc.device)
+
+    log_path = out / "logs" / "metrics.jsonl"
+    if main and ckpt is not None and log_path.exists():  # drop rows logged after the checkpoint we resume from
+        rows = [r for r in log_path.read_text().splitlines() if r and json.loads(r)["step"] <= start_step]
+        log_path.write_text("".join(r + "\n" for r in rows))
+    tb = None
+    if main:
+        from torch.utils.tensorboard import SummaryWriter
+        tb = SummaryWriter(str(out / "logs"))
+    bar = ProgressBar(tc.max_steps, "train ddpm", enabled=show_progress and main, start=start_step)
+    world, rank = acc.num_processes, acc.process_index
+    nonfinite_run, t_last, imgs_since = 0, time.perf_counter(), 0
+    step = start_step
+    net.train()
+    while step < tc.max_steps:
+        losses, skipped, grad_norm = [], False, None
+        for micro in range(tc.grad_accum):
+            gen = torch.Generator().manual_seed(step_seed(tc.seed, step, micro, rank))
+            idx = data.indices(step, micro, tc.grad_accum, rank, world, tc.batch_size)
+            x0, cond = data.batch(idx, gen, cfg.diffusion.cond_drop_prob, cfg.diffusion.attr_drop_prob)
+            t = process.sample_timesteps(len(idx), gen)
+            eps = torch.randn(x0.shape, generator=gen)
+            x0, eps, t = x0.to(acc.device), eps.to(acc.device), t.to(acc.device)
+            cond = cond.to(acc.device) if cond is not None else None
+            x_t = process.add_noise(x0, eps, t)
+            with acc.accumulate(net), acc.autocast():
+                pred = unet_forward(net, x_t, t, cond)
+                loss = process.loss(pred.float(), x0, eps, t).mean()
+                finite = torch.isfinite(loss.detach()).float()
+                if world > 1:
+                    finite = acc.reduce(finite, reduction="min")
+                if finite.item() < 1:
+                    skipped = True
+                    opt.zero_grad(set_to_none=True)
+                    continue
+                acc.backward(loss)
+                grad_norm = acc.clip_grad_norm_(net.parameters(), tc.grad_clip) if (
+                    tc.grad_clip > 0 and acc.sync_gradients) else None
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+            losses.append(loss.detach())
+            imgs_since += len(idx) * world
+        if skipped:
+            nonfinite_run += 1
+            nonfinite_total += 1
+            opt.zero_grad(set_to_none=True)
+            if nonfinite_run >= tc.max_nonfinite:
+                raise FacediffError(f"stopped at step {step}: {nonfinite_run} non-finite losses in a row; lower "
+                                    f"[train] lr (now {tc.lr}) or use mixed_precision = 'no'")
+        else:
+            nonfinite_run = 0
+        sched.step()
+        step += 1
+        decay = 0.0 if step <= tc.ema_start else min(tc.ema_decay, (1 + step) / (10 + step))
+        ema_update(ema, acc.unwrap_model(net), decay)
+        loss_val = acc.reduce(torch.stack(losses).mean(), reduction="mean").item() if losses else float("nan")
+        bar.update(step, loss=loss_val)
+        if main and (step % tc.log_every == 0 or step == tc.max_steps):
+            now = time.perf_counter()
+            row = {"step": step, "loss": loss_val, "lr": sched.get_last_lr()[0],
+                   "grad_norm": float(grad_norm) if (losses and grad_norm is not None) else None,
+                   "images_per_s": imgs_since / max(now - t_last, 1e-9), "nonfinite_total": nonfinite_total}
+            with open(log_path, "a") as f:
+                f.write(json.dumps(row) + "\n")
+            tb.add_scalar("train/loss", loss_val, step)
+            tb.add_scalar("train/lr", row["lr"], step)
+            t_last, imgs_since = now, 0
+        if tc.checkpoint_every and step % tc.checkpoint_every == 0 and step < tc.max_steps:
+            acc.wait_for_everyone()
+            if main:
+                save_checkpoint(out, step, acc.unwrap_model(net), ema, opt, sched,
+                                {"nonfinite_total": nonfinite_total}, keep=tc.keep_checkpoints)
+        if main and tc.sample_every and step % tc.sample_every == 0 and step < tc.max_steps:
+            write_sample_grid(ema, cfg, out / "samples" / f"step-{step:07d}.png")
+    bar.close()
+    acc.wait_for_everyone()
+    summary: dict[str, Any] = {"steps": step, "parameters": count_parameters(ema), "nonfinite_total": nonfinite_total}
+    if main:
+        save_checkpoint(out, step, acc.unwrap_model(net), ema, opt, sched, {"nonfinite_total": nonfinite_total},
+                        keep=tc.keep_checkpoints)
+        export_model(ema, cfg, out / "export")
+        summary["grid"] = str(write_sample_grid(ema, cfg, out / "samples" / f"step-{step:07d}.png"))
+        summary["export"] = str(out / "export")
+        tb.close()
+        (out / "logs" / "summary.json").write_text(json.dumps({**summary, "config": to_dict(cfg)}, indent=1))
+    acc.end_training()
+    return summary
