@@ -31,8 +31,11 @@ class PreparedWriter:
         self.out = Path(out)
         if (self.out / "manifest.json").exists() and not overwrite:
             raise FacediffError(f"{self.out} already holds a prepared data set; pass --overwrite or pick another --out")
+        if capacity < 1:
+            raise FacediffError(f"{self.out}: nothing to write (0 images)")
         self.out.mkdir(parents=True, exist_ok=True)
-        (self.out / "manifest.json").unlink(missing_ok=True)
+        for old in ("manifest.json", "images.npy", "sketches.npy", "masks.npy", "labels.jsonl"):
+            (self.out / old).unlink(missing_ok=True)  # stale outputs of an overwritten set
         self.size, self.capacity, self.count = size, capacity, 0
         self._images = np.lib.format.open_memmap(self.out / "images.npy.part", mode="w+", dtype=np.uint8,
                                                  shape=(max(capacity, 1), size, size, 3))
@@ -75,7 +78,7 @@ class PreparedWriter:
                 dst = np.lib.format.open_memmap(self.out / f"{name}.npy.trunc", mode="w+", dtype=np.uint8,
                                                 shape=(self.count,) + src.shape[1:])
                 for i in range(0, self.count, 4096):
-                    dst[i:i + 4096] = src[i:i + 4096]
+                    dst[i:i + 4096] = src[i:min(i + 4096, self.count)]
                 dst.flush()
                 del dst, src
                 os.replace(self.out / f"{name}.npy.trunc", part)
