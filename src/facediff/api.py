@@ -97,6 +97,25 @@ def train(kind: str, config: str | Path | RunConfig | None, out: str | Path, *, 
 
 
 # ----------------------------------------------------------------------------------------------- sample
+def load_sketch(sketch: str | Path | np.ndarray, image_size: int, latent_size: int) -> torch.Tensor:
+    """A sketch PNG/array (dark lines on light paper) -> (1, latent_size**2) ink density, as in training."""
+    from PIL import Image, UnidentifiedImageError
+
+    from facediff.training.latents import sketch_to_latent_grid
+
+    if isinstance(sketch, np.ndarray):
+        arr = sketch if sketch.ndim == 2 else np.asarray(Image.fromarray(sketch).convert("L"))
+    else:
+        try:
+            im = Image.open(sketch).convert("L")
+        except (FileNotFoundError, UnidentifiedImageError, OSError) as e:
+            raise FacediffError(f"--sketch {sketch}: cannot read it as an image ({type(e).__name__})") from None
+        arr = np.asarray(im)
+    if arr.shape != (image_size, image_size):
+        arr = np.asarray(Image.fromarray(arr).resize((image_size, image_size), Image.LANCZOS))
+    return sketch_to_latent_grid(arr[None], latent_size)
+
+
 def parse_attrs(text: str | dict[str, int] | None) -> dict[str, int] | None:
     from facediff.sampling.conditioning import parse_attrs as _parse
 
@@ -108,18 +127,18 @@ def parse_attrs(text: str | dict[str, int] | None) -> dict[str, int] | None:
 def sample(model: str | Path | None = None, *, n: int = 16, attrs: str | dict[str, int] | None = None,
            guidance: float = 3.0, attr_scales: str | dict[str, float] | None = None, sampler: str = "dpmpp",
            steps: int = 25, seed: int = 0, eta: float = 0.0, init_noise: str = "normal", step_noise: bool = True,
-           sweep: bool = False, batch_size: int = 64, out: str | Path | None = None, ncol: int | None = None,
-           show_progress: bool = True) -> dict[str, Any]:
+           sweep: bool = False, sketch: str | Path | np.ndarray | None = None, batch_size: int = 64,
+           out: str | Path | None = None, ncol: int | None = None, show_progress: bool = True) -> dict[str, Any]:
     """Generate faces. ``model`` None = the bundled default model. Returns {"images": uint8 (N,H,W,3), "path"}.
 
     ``attrs`` ("smiling=5,eyeglasses=3") are guided with scale ``guidance``; ``attr_scales`` gives some
     attributes their own scale (per-attribute guidance). ``sweep`` makes the attribute-sweep grid instead:
-    one row per attribute, its levels 0..5 left to right, everything else fixed.
+    one row per attribute, its levels 0..5 left to right, everything else fixed. ``sketch`` (a PNG path or
+    a uint8 array, dark lines on light paper) conditions a sketch-conditional latent model.
     """
     from facediff.models.bundle import load_bundle
-    from facediff.models.unet import unet_forward
     from facediff.sampling.conditioning import parse_scales
-    from facediff.sampling.generate import attribute_sweep, generate
+    from facediff.sampling.generate import attribute_sweep, generate_images
     from facediff.sampling.samplers import SAMPLERS
 
     if sampler not in SAMPLERS:
@@ -143,6 +162,13 @@ def sample(model: str | Path | None = None, *, n: int = 16, attrs: str | dict[st
     else:
         seeds = [seed + i for i in range(n)]
         conditions = [cond_attrs] * n if bundle.conditional else None
+    sketches = None
+    if sketch is not None:
+        if not bundle.sketch:
+            raise FacediffError(f"{bundle.path} does not take a sketch; train an ldm with [latent] sketch = true")
+        sketches = load_sketch(sketch, bundle.sample_size, bundle.latent_shape[1]).expand(len(seeds), -1)
+    elif bundle.sketch:
+        sketches = None  # null sketch: unconditional in the sketch
     size = bundle.sample_size
     bar = ProgressBar(1, "sample", enabled=show_progress)
 
@@ -151,13 +177,9 @@ def sample(model: str | Path | None = None, *, n: int = 16, attrs: str | dict[st
             bar._progress.update(bar._task, total=total, completed=done)
 
     try:
-        with torch.inference_mode():
-            x = generate(lambda x, t, c: unet_forward(bundle.net, x, t, c),
-                         scheduler_config=bundle.scheduler_config, shape=(bundle.in_channels, size, size),
-                         seeds=seeds, conditions=conditions, attributes=bundle.attributes,
-                         num_levels=bundle.num_levels, guidance=guidance, per_attribute_scales=scales,
-                         sampler=sampler, steps=steps, eta=eta, init_noise=init_noise, step_noise=step_noise,
-                         batch_size=batch_size, progress=progress)
+        x = generate_images(bundle, seeds=seeds, conditions=conditions, sketches=sketches, guidance=guidance,
+                            per_attribute_scales=scales, sampler=sampler, steps=steps, eta=eta,
+                            init_noise=init_noise, step_noise=step_noise, batch_size=batch_size, progress=progress)
     finally:
         bar.close()
     images = to_uint8(x)

@@ -19,6 +19,9 @@ ATTRIBUTES: tuple[str, ...] = ("bangs", "eyeglasses", "beard", "smiling", "age")
 NUM_LEVELS: int = 6  # CelebA-Dialog levels 0..5
 
 
+KINDS: tuple[str, ...] = ("ddpm", "autoencoder", "ldm")  # what a run trains
+
+
 class ConfigError(FacediffError):
     """A user-facing configuration error (one line, names the key and what to do)."""
 
@@ -85,15 +88,49 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class AutoencoderConfig:
+    kind: str = "vq"  # vq (VQ-VAE / VQGAN, van den Oord 2017; Esser 2021) | kl (Rombach 2022)
+    block_out_channels: tuple[int, ...] = (64, 128, 128)  # channels per level; f = 2 ** (levels - 1)
+    layers_per_block: int = 1  # ResNet blocks per level
+    latent_channels: int = 3  # channels of the latent z
+    num_vq_embeddings: int = 512  # VQ codebook size K
+    vq_embed_dim: int = 3  # VQ code vector dimension
+    norm_num_groups: int = 32  # GroupNorm groups
+    l1_weight: float = 1.0  # weight of |x - x_hat|
+    l2_weight: float = 0.0  # weight of (x - x_hat)^2
+    perceptual_weight: float = 0.1  # perceptual loss weight (LPIPS with user weights, else oracle features)
+    lpips_weights: str = ""  # path to LPIPS weights (optional; "" = oracle-feature perceptual loss)
+    commitment_beta: float = 0.25  # VQ commitment weight beta
+    kl_weight: float = 1e-6  # KL weight for kind = kl
+    disc_weight: float = 0.5  # PatchGAN hinge loss weight (0 = no discriminator)
+    disc_start: int = 2000  # step at which the discriminator starts
+    disc_channels: int = 64  # PatchGAN base channels
+    dead_code_restart: int = 200  # steps between restarts of unused codes (0 = off)
+    eval_every: int = 0  # steps between held-out PSNR/SSIM/codebook evaluations (0 = only at the end)
+    eval_n: int = 256  # held-out images evaluated (the data set's val split; train images if it has none)
+
+
+@dataclass(frozen=True)
+class LatentConfig:
+    autoencoder: str = ""  # autoencoder run or export directory the LDM works in
+    scale_factor: float = 0.0  # latent scale (0 = 1/std of the training latents, computed once)
+    sketch: bool = False  # concatenate the downsampled sketch to the latent input (latent-diffusion "concat")
+    sketch_drop_prob: float = 0.1  # p of dropping the sketch (classifier-free guidance over the sketch)
+
+
+@dataclass(frozen=True)
 class RunConfig:
-    kind: str = "ddpm"  # what is trained: ddpm (more kinds plug in later)
+    kind: str = "ddpm"  # what is trained: ddpm | autoencoder | ldm
     data: DataConfig = field(default_factory=DataConfig)  # [data]
     model: ModelConfig = field(default_factory=ModelConfig)  # [model]
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)  # [diffusion]
     train: TrainConfig = field(default_factory=TrainConfig)  # [train]
+    autoencoder: AutoencoderConfig = field(default_factory=AutoencoderConfig)  # [autoencoder]
+    latent: LatentConfig = field(default_factory=LatentConfig)  # [latent]
 
 
-_SECTIONS = {"data": DataConfig, "model": ModelConfig, "diffusion": DiffusionConfig, "train": TrainConfig}
+_SECTIONS = {"data": DataConfig, "model": ModelConfig, "diffusion": DiffusionConfig, "train": TrainConfig,
+             "autoencoder": AutoencoderConfig, "latent": LatentConfig}
 _CHOICES = {
     ("data", "synth_style"): ("human", "anime", "mixed"),
     ("model", "conditioning"): ("none", "attributes"),
@@ -102,6 +139,7 @@ _CHOICES = {
     ("diffusion", "loss_weighting"): ("none", "min_snr"),
     ("train", "mixed_precision"): ("no", "bf16", "fp16"),
     ("train", "lr_schedule"): ("constant", "cosine"),
+    ("autoencoder", "kind"): ("vq", "kl"),
 }
 
 
@@ -142,6 +180,8 @@ def from_dict(raw: dict[str, Any], source: str = "config") -> RunConfig:
     top: dict[str, Any] = {}
     for key, val in raw.items():
         if key == "kind":
+            if val not in KINDS:
+                raise ConfigError(f"{source}: kind = {val!r}: choose one of {', '.join(KINDS)}")
             top["kind"] = str(val)
             continue
         if key not in _SECTIONS:

@@ -11,6 +11,7 @@ from diffusers import UNet2DConditionModel, UNet2DModel
 from torch import nn
 
 from facediff.errors import FacediffError
+from facediff.models.unet import conditioned_forward
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "assets" / "default_model"
 
@@ -21,6 +22,39 @@ class ModelBundle:
     meta: dict[str, Any]  # facediff.json: conditioning, attributes, levels, size, config
     scheduler_config: dict[str, Any]  # diffusers scheduler config (the noise schedule lives here, not in weights)
     path: Path  # the export folder it came from
+    vae: nn.Module | None = None  # latent models: the frozen autoencoder that decodes z_0 to pixels
+
+    @property
+    def is_latent(self) -> bool:
+        return self.meta.get("kind") == "ldm"
+
+    @property
+    def sketch(self) -> bool:
+        """Does the model take a sketch (concatenated to its input as one ink-density channel)?"""
+        return bool(self.meta.get("sketch", False))
+
+    @property
+    def attr_dim(self) -> int:
+        return len(self.attributes) * self.num_levels
+
+    @property
+    def latent_shape(self) -> tuple[int, int, int]:
+        """(C, h, w) of the space the diffusion runs in (pixels for pixel models)."""
+        if self.is_latent:
+            return (int(self.meta["latent_channels"]), int(self.meta["latent_size"]), int(self.meta["latent_size"]))
+        return (self.in_channels, self.sample_size, self.sample_size)
+
+    def model_fn(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
+        """f(x_t, t, c): c = [attribute one-hots | flattened sketch] as built by the sampler."""
+        return conditioned_forward(self.net, x, t, cond, self.attr_dim, self.latent_shape[1:] if self.sketch else None)
+
+    def decode(self, x: torch.Tensor) -> torch.Tensor:
+        """Diffusion-space samples -> images in [-1, 1] (identity for pixel models)."""
+        if not self.is_latent:
+            return x
+        from facediff.models.autoencoder import decode
+
+        return decode(self.vae, x / float(self.meta["scale_factor"]))
 
     @property
     def attributes(self) -> tuple[str, ...]:
@@ -70,6 +104,17 @@ def load_bundle(path: str | Path | None, device: str | torch.device = "cpu") -> 
     if not sched_file.is_file():
         raise FacediffError(f"{export}: scheduler/scheduler_config.json is missing; re-export the model")
     scheduler_config = json.loads(sched_file.read_text())
+    if meta.get("kind") not in ("ddpm", "ldm"):
+        raise FacediffError(f"--model {export}: a {meta.get('kind')!r} export cannot generate faces "
+                            "(pass a ddpm or ldm run)")
     cls = UNet2DModel if meta.get("conditioning", "none") == "none" else UNet2DConditionModel
     net = cls.from_pretrained(export / "unet", use_safetensors=True).to(device).eval()
-    return ModelBundle(net=net, meta=meta, scheduler_config=scheduler_config, path=export)
+    vae = None
+    if meta.get("kind") == "ldm":
+        from diffusers import AutoencoderKL, VQModel
+
+        if not (export / "vae" / "config.json").is_file():
+            raise FacediffError(f"{export}: latent model without vae/; re-export it")
+        vae_cls = VQModel if meta.get("ae_kind") == "vq" else AutoencoderKL
+        vae = vae_cls.from_pretrained(export / "vae", use_safetensors=True).to(device).eval()
+    return ModelBundle(net=net, meta=meta, scheduler_config=scheduler_config, path=export, vae=vae)

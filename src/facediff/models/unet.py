@@ -33,8 +33,13 @@ def _block_types(cfg: ModelConfig, sample_size: int) -> tuple[tuple[str, ...], t
     return tuple(down), tuple(up)
 
 
-def build_unet(cfg: ModelConfig, sample_size: int) -> nn.Module:
-    """Build the diffusers U-Net described by ``cfg`` for ``sample_size`` x ``sample_size`` inputs."""
+def build_unet(cfg: ModelConfig, sample_size: int, *, in_channels: int | None = None,
+               out_channels: int | None = None) -> nn.Module:
+    """Build the diffusers U-Net described by ``cfg`` for ``sample_size`` x ``sample_size`` inputs.
+
+    ``in_channels`` / ``out_channels`` override cfg.in_channels (latent models: latent channels, plus the
+    concatenated sketch channel on the input side).
+    """
     levels = len(cfg.block_out_channels)
     if sample_size % (2 ** (levels - 1)) != 0:
         raise FacediffError(f"[model] block_out_channels has {levels} levels, so the image side must be divisible "
@@ -44,7 +49,8 @@ def build_unet(cfg: ModelConfig, sample_size: int) -> nn.Module:
                             f"divisible by norm_num_groups={cfg.norm_num_groups}")
     down, up = _block_types(cfg, sample_size)
     common = dict(
-        sample_size=sample_size, in_channels=cfg.in_channels, out_channels=cfg.in_channels,
+        sample_size=sample_size, in_channels=in_channels or cfg.in_channels,
+        out_channels=out_channels or cfg.in_channels,
         block_out_channels=tuple(cfg.block_out_channels), layers_per_block=cfg.layers_per_block,
         down_block_types=down, up_block_types=up, norm_num_groups=cfg.norm_num_groups,
         attention_head_dim=cfg.attention_head_dim, resnet_time_scale_shift="scale_shift",
@@ -72,6 +78,25 @@ def unet_forward(net: nn.Module, x: torch.Tensor, t: torch.Tensor, cond: torch.T
                                device=x.device, dtype=x.dtype)
         return net(x, t, encoder_hidden_states=None, class_labels=cond.to(x.dtype)).sample
     return net(x, t).sample
+
+
+def conditioned_forward(net: nn.Module, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None,
+                        attr_dim: int, sketch_hw: tuple[int, int] | None) -> torch.Tensor:
+    """f(x_t, t, c) where c = [attribute one-hots (attr_dim) | sketch ink density flattened (h*w)].
+
+    The sketch (latent-diffusion "concat" conditioning, Rombach et al. 2022) is reshaped to one channel and
+    concatenated to x_t; a zero sketch is the null sketch. The attribute part drives AdaGN via the class
+    embedding (None when the model is unconditional in attributes).
+    """
+    attrs = None if cond is None or attr_dim == 0 else cond[:, :attr_dim]
+    if sketch_hw is not None:
+        h, w = sketch_hw
+        if cond is None or cond.shape[1] < attr_dim + h * w:
+            sk = torch.zeros(x.shape[0], 1, h, w, device=x.device, dtype=x.dtype)
+        else:
+            sk = cond[:, attr_dim:attr_dim + h * w].reshape(-1, 1, h, w).to(x.dtype)
+        x = torch.cat([x, sk], dim=1)
+    return unet_forward(net, x, t, attrs)
 
 
 def count_parameters(net: nn.Module) -> int:

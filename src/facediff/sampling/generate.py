@@ -21,9 +21,14 @@ def generate(model_fn: ModelFn, *, scheduler_config: dict, shape: tuple[int, int
              conditions: list[dict[str, int] | None] | None = None, attributes: tuple[str, ...] = (),
              num_levels: int = 6, guidance: float = 1.0, per_attribute_scales: dict[str, float] | None = None,
              sampler: str = "dpmpp", steps: int = 25, eta: float = 0.0, init_noise: str = "normal",
-             step_noise: bool = True, batch_size: int = 64, device: str | torch.device = "cpu",
+             step_noise: bool = True, sketches: torch.Tensor | None = None, batch_size: int = 64,
+             device: str | torch.device = "cpu",
              progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
-    """Sample ``len(seeds)`` images of ``shape`` (C, H, W); returns the final x_0 in model space (N, C, H, W)."""
+    """Sample ``len(seeds)`` images of ``shape`` (C, H, W); returns the final x_0 in model space (N, C, H, W).
+
+    ``sketches`` (N, h*w), if given, are appended to the attribute vectors as context columns (the model
+    function splits them off); the guidance's null branch drops them with everything else.
+    """
     n = len(seeds)
     if conditions is not None and len(conditions) != n:
         raise ValueError("conditions must have one entry per seed")
@@ -32,9 +37,13 @@ def generate(model_fn: ModelFn, *, scheduler_config: dict, shape: tuple[int, int
     total = len(chunks) * steps
     for start in chunks:
         sl = slice(start, min(n, start + batch_size))
-        cond = None
-        if attributes and conditions is not None:
-            cond = torch.stack([attr_vector(c, attributes, num_levels) for c in conditions[sl]]).to(device)
+        parts = []
+        if attributes and (conditions is not None or sketches is not None):
+            conds = conditions[sl] if conditions is not None else [None] * (sl.stop - sl.start)
+            parts.append(torch.stack([attr_vector(c, attributes, num_levels) for c in conds]))
+        if sketches is not None:
+            parts.append(sketches[sl].float())
+        cond = torch.cat(parts, 1).to(device) if parts else None
         denoise = guided_denoiser(model_fn, cond, guidance, per_attribute_scales=per_attribute_scales,
                                   attributes=attributes, num_levels=num_levels)
 
@@ -65,3 +74,15 @@ def attribute_sweep(attributes: tuple[str, ...], num_levels: int, seed: int) -> 
         for level in range(num_levels):
             conds.append({**base, a: level})
     return conds, [seed] * len(conds)
+
+
+def generate_images(bundle, *, seeds: list[int], conditions: list[dict[str, int] | None] | None = None,
+                    sketches: torch.Tensor | None = None, **kwargs) -> torch.Tensor:
+    """Images in [-1, 1] (N, 3, H, W) from a model bundle (anything with model_fn, decode, latent_shape,
+    attributes, num_levels, scheduler_config, conditional): samples in its diffusion space, then decodes."""
+    conds = conditions if bundle.conditional else None
+    with torch.inference_mode():
+        z = generate(bundle.model_fn, scheduler_config=bundle.scheduler_config, shape=bundle.latent_shape,
+                     seeds=seeds, conditions=conds, attributes=bundle.attributes, num_levels=bundle.num_levels,
+                     sketches=sketches, **kwargs)
+        return torch.cat([bundle.decode(z[i:i + 64]) for i in range(0, len(z), 64)]).float().clamp(-1, 1)

@@ -49,8 +49,14 @@ def _weights(module: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def save_checkpoint(run_dir: Path, step: int, model: nn.Module, ema: nn.Module | None,
-                    optimizer: torch.optim.Optimizer, lr_scheduler: Any, extra: dict[str, Any], keep: int = 2) -> Path:
-    """Write ``state/step-XXXXXX`` then point ``state/latest.json`` at it; prune to the newest ``keep``."""
+                    optimizer: torch.optim.Optimizer, lr_scheduler: Any, extra: dict[str, Any], keep: int = 2,
+                    extra_modules: dict[str, tuple[nn.Module, torch.optim.Optimizer | None]] | None = None) -> Path:
+    """Write ``state/step-XXXXXX`` then point ``state/latest.json`` at it; prune to the newest ``keep``.
+
+    ``extra_modules`` {name: (module, optimizer or None)} (e.g. a GAN discriminator and its optimizer) are
+    written into the same checkpoint as ``NAME.safetensors`` / ``NAME.optimizer.safetensors`` before the
+    atomic rename, so they are saved or not together with the model.
+    """
     state_dir = Path(run_dir) / "state"
     state_dir.mkdir(parents=True, exist_ok=True)
     name = f"step-{step:07d}"
@@ -63,6 +69,12 @@ def save_checkpoint(run_dir: Path, step: int, model: nn.Module, ema: nn.Module |
     opt_tensors, opt_meta = _optimizer_to_flat(optimizer)
     save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
     trainer = {"step": step, "optimizer": opt_meta, "lr_scheduler": lr_scheduler.state_dict(), **extra}
+    for mname, (module, mopt) in (extra_modules or {}).items():
+        save_file(_weights(module), str(tmp / f"{mname}.safetensors"))
+        if mopt is not None:
+            t, meta = _optimizer_to_flat(mopt)
+            save_file(t, str(tmp / f"{mname}.optimizer.safetensors"))
+            trainer.setdefault("extra_optimizers", {})[mname] = meta
     (tmp / "trainer.json").write_text(json.dumps(trainer, indent=1))
     final = state_dir / name
     shutil.rmtree(final, ignore_errors=True)
@@ -91,8 +103,10 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
 
 
 def load_checkpoint(path: Path, model: nn.Module, ema: nn.Module | None, optimizer: torch.optim.Optimizer | None,
-                    lr_scheduler: Any | None) -> dict[str, Any]:
-    """Restore weights, EMA, optimizer and LR scheduler in place; returns trainer.json."""
+                    lr_scheduler: Any | None,
+                    extra_modules: dict[str, tuple[nn.Module, torch.optim.Optimizer | None]] | None = None
+                    ) -> dict[str, Any]:
+    """Restore weights, EMA, optimizer, LR scheduler (and ``extra_modules``) in place; returns trainer.json."""
     trainer = json.loads((path / "trainer.json").read_text())
     model.load_state_dict(load_file(str(path / "model.safetensors")))
     if ema is not None and (path / "ema.safetensors").is_file():
@@ -101,6 +115,14 @@ def load_checkpoint(path: Path, model: nn.Module, ema: nn.Module | None, optimiz
         _optimizer_from_flat(optimizer, load_file(str(path / "optimizer.safetensors")), trainer["optimizer"])
     if lr_scheduler is not None:
         lr_scheduler.load_state_dict(trainer["lr_scheduler"])
+    for mname, (module, mopt) in (extra_modules or {}).items():
+        f = path / f"{mname}.safetensors"
+        if not f.is_file():
+            raise FacediffError(f"{path} has no {f.name}; this checkpoint was not written by this trainer")
+        module.load_state_dict(load_file(str(f)))
+        if mopt is not None and mname in trainer.get("extra_optimizers", {}):
+            _optimizer_from_flat(mopt, load_file(str(path / f"{mname}.optimizer.safetensors")),
+                                 trainer["extra_optimizers"][mname])
     return trainer
 
 

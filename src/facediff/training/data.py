@@ -74,13 +74,19 @@ class TrainingData:
         if self.hflip:
             flip = torch.rand(len(idx), generator=gen) < 0.5
             x = torch.where(flip[:, None, None, None], x.flip(-1), x)
-        if self.model_cfg.conditioning == "none":
-            return x, None
-        levels = self.levels[torch.from_numpy(idx)].clone()  # (B, A)
+        cond, _ = self.attribute_condition(idx, gen, cond_drop, attr_drop)
+        return x, cond
+
+    def attribute_condition(self, idx: np.ndarray, gen: torch.Generator, cond_drop: float, attr_drop: float
+                            ) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """(B, A*L) concatenated one-hots with classifier-free-guidance dropout, and the drop-all mask (B,)."""
         drop_all = torch.rand(len(idx), generator=gen) < cond_drop  # classifier-free guidance: p_uncond
+        if self.model_cfg.conditioning == "none":
+            return None, drop_all
+        levels = self.levels[torch.from_numpy(idx)].clone()  # (B, A)
         drop_one = torch.rand(levels.shape, generator=gen) < attr_drop  # per-attribute "don't care"
         levels[drop_all[:, None] | drop_one] = -1
         onehot = torch.zeros(len(idx), levels.shape[1], self.model_cfg.num_levels)
         known = levels >= 0
         onehot[known, levels[known]] = 1.0  # concatenated one-hots; unknown/dropped = zero block
-        return x, onehot.reshape(len(idx), cond_dim(self.model_cfg))
+        return onehot.reshape(len(idx), cond_dim(self.model_cfg)), drop_all

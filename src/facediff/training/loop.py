@@ -10,6 +10,7 @@ sequence of an uninterrupted run.
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 import json
 import math
 import time
@@ -26,11 +27,12 @@ from facediff.diffusion.process import NoiseProcess
 from facediff.diffusion.schedules import scheduler_config
 from facediff.errors import FacediffError
 from facediff.imaging import make_grid, save_png, to_uint8
-from facediff.models.unet import build_unet, count_parameters, unet_forward
-from facediff.sampling.generate import attribute_sweep, generate
+from facediff.models.unet import build_unet, conditioned_forward, count_parameters
+from facediff.models.bundle import ModelBundle
+from facediff.sampling.generate import attribute_sweep, generate_images
 from facediff.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from facediff.training.data import TrainingData, resolve_dataset
-from facediff.training.export import export_model
+from facediff.training.export import export_meta, export_model
 from facediff.training.progress import ProgressBar
 
 
@@ -61,26 +63,31 @@ def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
         be.copy_(b)
 
 
-def write_sample_grid(net: nn.Module, cfg: RunConfig, path: Path, seed: int = 0) -> Path:
-    """Attribute-sweep grid (rows: attributes, columns: levels) or an 8x4 grid for unconditional models."""
+def write_sample_grid(bundle: ModelBundle, cfg: RunConfig, path: Path, seed: int = 0,
+                      sketches: torch.Tensor | None = None) -> Path:
+    """Attribute-sweep grid (rows: attributes, columns: levels), sketch -> face pairs for sketch models,
+    or an 8x4 grid for unconditional models."""
     m, size = cfg.model, cfg.data.size
-    sched = scheduler_config(cfg.diffusion)
-    net.eval()
-
-    def model_fn(x, t, c):
-        return unet_forward(net, x, t, c)
-
-    if m.conditioning == "attributes":
+    bundle.net.eval()
+    kw = dict(sampler=cfg.train.sample_sampler, steps=cfg.train.sample_steps, guidance=3.0)
+    scale = max(1, 64 // size)
+    if sketches is not None:
+        n = len(sketches)
+        conds = [None] * n
+        x = generate_images(bundle, seeds=list(range(n)), conditions=conds, sketches=sketches, **kw)
+        lat = bundle.latent_shape[1]
+        ink = sketches.reshape(n, 1, lat, lat)
+        shown = torch.nn.functional.interpolate(1 - 2 * ink, size=size, mode="nearest").expand(-1, 3, -1, -1)
+        grid = make_grid(to_uint8(torch.cat([shown, x])), n, scale=scale)
+    elif m.conditioning == "attributes":
         conds, seeds = attribute_sweep(m.attributes, m.num_levels, seed)
-        x = generate(model_fn, scheduler_config=sched, shape=(m.in_channels, size, size), seeds=seeds,
-                     conditions=conds, attributes=m.attributes, num_levels=m.num_levels, guidance=3.0,
-                     sampler=cfg.train.sample_sampler, steps=cfg.train.sample_steps)
-        grid = make_grid(to_uint8(x), m.num_levels, scale=max(1, 64 // size), row_labels=list(m.attributes),
+        x = generate_images(bundle, seeds=seeds, conditions=conds, **kw)
+        grid = make_grid(to_uint8(x), m.num_levels, scale=scale, row_labels=list(m.attributes),
                          col_labels=[str(i) for i in range(m.num_levels)])
     else:
-        x = generate(model_fn, scheduler_config=sched, shape=(m.in_channels, size, size), seeds=list(range(32)),
-                     sampler=cfg.train.sample_sampler, steps=cfg.train.sample_steps)
-        grid = make_grid(to_uint8(x), 8, scale=max(1, 64 // size))
+        x = generate_images(bundle, seeds=list(range(32)), **kw)
+        grid = make_grid(to_uint8(x), 8, scale=scale)
+    bundle.net.train()
     return save_png(grid, path)
 
 
@@ -88,8 +95,10 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, show_progres
     """Train the denoiser described by ``cfg`` into run directory ``out``; returns a summary dict."""
     out = Path(out)
     tc = cfg.train
-    if cfg.kind != "ddpm":
-        raise FacediffError(f"kind = {cfg.kind!r}: this trainer handles kind = 'ddpm'")
+    if cfg.kind not in ("ddpm", "ldm"):
+        raise FacediffError(f"kind = {cfg.kind!r}: this trainer handles kind = 'ddpm' and 'ldm'")
+    if cfg.kind == "ldm" and not cfg.latent.autoencoder:
+        raise FacediffError("[latent] autoencoder is empty: pass --autoencoder AE_RUN_DIR (a trained autoencoder)")
     if (out / "config.json").exists() and not resume:
         raise FacediffError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
     if resume and not (out / "config.json").exists():
@@ -107,10 +116,35 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, show_progres
     data_path = resolve_dataset(cfg.data, out / "cache") if main else None
     acc.wait_for_everyone()
     data_path = resolve_dataset(cfg.data, out / "cache")
-    data = TrainingData(data_path, cfg.data, cfg.model, tc.seed)
+    ae, latent, sketch_hw, grid_sketches = None, None, None, None
+    if cfg.kind == "ldm":
+        from facediff.training.autoencoder import load_autoencoder
+        from facediff.training.latents import LatentData
+
+        ae, ae_meta = load_autoencoder(cfg.latent.autoencoder)
+        ae.requires_grad_(False)
+        if int(ae_meta["sample_size"]) != cfg.data.size:
+            raise FacediffError(f"[data] size = {cfg.data.size} but the autoencoder was trained at "
+                                f"{ae_meta['sample_size']} px; set --set data.size={ae_meta['sample_size']}")
+        data = LatentData(data_path, cfg, ae, out / "cache" / "latents.safetensors", show_progress=show_progress and main)
+        if not cfg.latent.scale_factor:  # the latent scale s = 1/std(z), stored in the resolved config
+            cfg = replace(cfg, latent=replace(cfg.latent, scale_factor=data.scale))
+            if main:
+                save_config(cfg, out / "config.json")
+        lat_c, lat_s = int(data.z.shape[1]), data.latent_size
+        latent = {"ae_kind": ae_meta["ae_kind"], "scale_factor": data.scale, "latent_channels": lat_c,
+                  "latent_size": lat_s, "sketch": cfg.latent.sketch, "downsample": ae_meta["downsample"]}
+        sketch_hw = (lat_s, lat_s) if cfg.latent.sketch else None
+        grid_sketches = data.sketch_grid[:8] if cfg.latent.sketch else None
+        net_in, net_out, net_size = lat_c + (1 if cfg.latent.sketch else 0), lat_c, lat_s
+    else:
+        data = TrainingData(data_path, cfg.data, cfg.model, tc.seed)
+        net_in = net_out = cfg.model.in_channels
+        net_size = cfg.data.size
+    attr_dim = cond_dim(cfg.model)
 
     torch.manual_seed(tc.seed)  # identical initial weights on every process
-    net = build_unet(cfg.model, cfg.data.size)
+    net = build_unet(cfg.model, net_size, in_channels=net_in, out_channels=net_out)
     ema = copy.deepcopy(net).requires_grad_(False)
     opt = torch.optim.AdamW(net.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg))
@@ -121,6 +155,12 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, show_progres
         trainer = load_checkpoint(ckpt, net, ema, opt, sched)
         start_step, nonfinite_total = trainer["step"], trainer.get("nonfinite_total", 0)
     net, opt = acc.prepare(net, opt)
+
+    def bundle_of(weights: nn.Module) -> ModelBundle:
+        """The in-training model as a sampling bundle (same code path as a loaded export)."""
+        return ModelBundle(net=weights, meta=export_meta(cfg, latent), scheduler_config=scheduler_config(cfg.diffusion),
+                           path=out, vae=ae)
+
     ema.to(acc.device)
 
     log_path = out / "logs" / "metrics.jsonl"
@@ -131,7 +171,7 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, show_progres
     if main:
         from torch.utils.tensorboard import SummaryWriter
         tb = SummaryWriter(str(out / "logs"))
-    bar = ProgressBar(tc.max_steps, "train ddpm", enabled=show_progress and main, start=start_step)
+    bar = ProgressBar(tc.max_steps, f"train {cfg.kind}", enabled=show_progress and main, start=start_step)
     world, rank = acc.num_processes, acc.process_index
     nonfinite_run, t_last, imgs_since = 0, time.perf_counter(), 0
     step = start_step
@@ -141,14 +181,18 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, show_progres
         for micro in range(tc.grad_accum):
             gen = torch.Generator().manual_seed(step_seed(tc.seed, step, micro, rank))
             idx = data.indices(step, micro, tc.grad_accum, rank, world, tc.batch_size)
-            x0, cond = data.batch(idx, gen, cfg.diffusion.cond_drop_prob, cfg.diffusion.attr_drop_prob)
+            if cfg.kind == "ldm":
+                x0, cond = data.batch(idx, gen, cfg.diffusion.cond_drop_prob, cfg.diffusion.attr_drop_prob,
+                                      cfg.latent.sketch_drop_prob)
+            else:
+                x0, cond = data.batch(idx, gen, cfg.diffusion.cond_drop_prob, cfg.diffusion.attr_drop_prob)
             t = process.sample_timesteps(len(idx), gen)
             eps = torch.randn(x0.shape, generator=gen)
             x0, eps, t = x0.to(acc.device), eps.to(acc.device), t.to(acc.device)
             cond = cond.to(acc.device) if cond is not None else None
             x_t = process.add_noise(x0, eps, t)
             with acc.accumulate(net), acc.autocast():
-                pred = unet_forward(net, x_t, t, cond)
+                pred = conditioned_forward(net, x_t, t, cond, attr_dim, sketch_hw)
                 loss = process.loss(pred.float(), x0, eps, t).mean()
                 finite = torch.isfinite(loss.detach()).float()
                 if world > 1:
@@ -195,15 +239,16 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, show_progres
                 save_checkpoint(out, step, acc.unwrap_model(net), ema, opt, sched,
                                 {"nonfinite_total": nonfinite_total}, keep=tc.keep_checkpoints)
         if main and tc.sample_every and step % tc.sample_every == 0 and step < tc.max_steps:
-            write_sample_grid(ema, cfg, out / "samples" / f"step-{step:07d}.png")
+            write_sample_grid(bundle_of(ema), cfg, out / "samples" / f"step-{step:07d}.png", sketches=grid_sketches)
     bar.close()
     acc.wait_for_everyone()
     summary: dict[str, Any] = {"steps": step, "parameters": count_parameters(ema), "nonfinite_total": nonfinite_total}
     if main:
         save_checkpoint(out, step, acc.unwrap_model(net), ema, opt, sched, {"nonfinite_total": nonfinite_total},
                         keep=tc.keep_checkpoints)
-        export_model(ema, cfg, out / "export")
-        summary["grid"] = str(write_sample_grid(ema, cfg, out / "samples" / f"step-{step:07d}.png"))
+        export_model(ema, cfg, out / "export", vae=ae, latent=latent)
+        summary["grid"] = str(write_sample_grid(bundle_of(ema), cfg, out / "samples" / f"step-{step:07d}.png",
+                                                sketches=grid_sketches))
         summary["export"] = str(out / "export")
         tb.close()
         (out / "logs" / "summary.json").write_text(json.dumps({**summary, "config": to_dict(cfg)}, indent=1))
