@@ -18,7 +18,7 @@ from facediff.errors import FacediffError
 from facediff.imaging import make_grid, save_png, to_uint8
 from facediff.training.progress import ProgressBar
 
-TRAIN_KINDS = ("ddpm", "estimator")
+TRAIN_KINDS = ("ddpm", "autoencoder", "ldm")
 
 
 # ----------------------------------------------------------------------------------------------- data
@@ -75,9 +75,7 @@ def train(kind: str, config: str | Path | RunConfig | None, out: str | Path, *, 
           resume: bool = False, show_progress: bool = True) -> dict[str, Any]:
     """Train a model of ``kind`` from a TOML config (+ ``section.key=value`` overrides) into run dir ``out``."""
     if kind not in TRAIN_KINDS:
-        raise FacediffError(f"unknown kind {kind!r} (known: {', '.join(TRAIN_KINDS)})")
-    if kind == "estimator":
-        raise FacediffError("use facediff.api.train_estimator for the attribute estimator")
+        raise FacediffError(f"unknown kind {kind!r} (known: {', '.join(TRAIN_KINDS)}, estimator)")
     out = Path(out)
     if resume:
         from facediff.config import apply_overrides, load_config_json
@@ -89,11 +87,34 @@ def train(kind: str, config: str | Path | RunConfig | None, out: str | Path, *, 
         cfg = config
     else:
         cfg = load_config(config, overrides)
+    if config is None and not resume and cfg.kind != kind:
+        from dataclasses import replace
+
+        cfg = replace(cfg, kind=kind)  # defaults for this kind
     if cfg.kind != kind:
         raise FacediffError(f"the config is for kind = {cfg.kind!r}, not {kind!r}")
+    if kind == "autoencoder":
+        from facediff.training.autoencoder import train_autoencoder
+
+        return train_autoencoder(cfg, out, resume=resume, show_progress=show_progress)
     from facediff.training.loop import train as _train
 
     return _train(cfg, out, resume=resume, show_progress=show_progress)
+
+
+def train_estimator(data: str | Path, out: str | Path, *, steps: int = 3000, batch_size: int = 64,
+                    lr: float = 1e-3, size: int = 32, seed: int = 0, budget_minutes: float | None = None,
+                    show_progress: bool = True) -> dict[str, Any]:
+    """Train the multi-head attribute estimator (seed 002) on a prepared data set; writes OUT/estimator."""
+    from facediff.training.estimator import train_estimator as _train_estimator
+
+    bar = ProgressBar(steps, "train estimator", enabled=show_progress)
+    try:
+        return _train_estimator(data, out, steps=steps, batch_size=batch_size, lr=lr, size=size, seed=seed,
+                                progress=lambda step, total, loss: bar.update(step, loss=float(loss)),
+                                time_budget_s=None if budget_minutes is None else budget_minutes * 60)
+    finally:
+        bar.close()
 
 
 # ----------------------------------------------------------------------------------------------- sample

@@ -99,9 +99,12 @@ def data_sketch(image: Path = typer.Argument(..., help="a photo"),
 
 
 # ------------------------------------------------------------------------------------------------ train
-def _train(kind: str, config: Optional[Path], sets: List[str], out: Path, resume: bool) -> None:
+def _train(kind: str, config: Optional[Path], sets: List[str], out: Path, resume: bool,
+           data: Optional[Path] = None) -> None:
     from facediff import api
 
+    if data is not None:
+        sets = [f"data.path={data}"] + list(sets)
     summary = api.train(kind, config, out, overrides=sets, resume=resume)
     typer.echo(json.dumps({k: v for k, v in summary.items() if k != "config"}, indent=1))
 
@@ -110,10 +113,54 @@ def _train(kind: str, config: Optional[Path], sets: List[str], out: Path, resume
 @user_errors
 def train_ddpm(config: Optional[Path] = typer.Option(None, help="TOML config (see configs/)"),
                set_: List[str] = typer.Option([], "--set", help="override: section.key=value (repeatable)"),
+               data: Optional[Path] = typer.Option(None, help="prepared data set (default: SynthFaces)"),
                out: Path = typer.Option(..., help="run directory"),
                resume: bool = typer.Option(False, help="continue the run in --out from its last checkpoint")):
     """Train a pixel DDPM (unconditional or attribute-conditional, classifier-free guidance)."""
-    _train("ddpm", config, set_, out, resume)
+    _train("ddpm", config, set_, out, resume, data)
+
+
+@train_app.command("autoencoder")
+@user_errors
+def train_autoencoder(config: Optional[Path] = typer.Option(None, help="TOML config (see configs/tiny-vq.toml)"),
+                      kind: Optional[str] = typer.Option(None, help="vq | kl (overrides [autoencoder] kind)"),
+                      set_: List[str] = typer.Option([], "--set", help="override: section.key=value"),
+                      data: Optional[Path] = typer.Option(None, help="prepared data set (default: SynthFaces)"),
+                      out: Path = typer.Option(..., help="run directory"),
+                      resume: bool = typer.Option(False, help="continue the run in --out")):
+    """Train a VQ or KL autoencoder (L1/L2, perceptual, PatchGAN, codebook) for latent diffusion."""
+    _train("autoencoder", config, ([f"autoencoder.kind={kind}"] if kind else []) + list(set_), out, resume, data)
+
+
+@train_app.command("ldm")
+@user_errors
+def train_ldm(autoencoder: Optional[Path] = typer.Option(None, help="trained autoencoder run or export dir"),
+              config: Optional[Path] = typer.Option(None, help="TOML config (see configs/tiny-ldm.toml)"),
+              set_: List[str] = typer.Option([], "--set", help="override: section.key=value"),
+              data: Optional[Path] = typer.Option(None, help="prepared data set (default: SynthFaces)"),
+              out: Path = typer.Option(..., help="run directory"),
+              resume: bool = typer.Option(False, help="continue the run in --out")):
+    """Train a latent diffusion model (attributes and/or sketch conditioning) in a frozen autoencoder's space."""
+    extra = [f"latent.autoencoder={autoencoder}"] if autoencoder else []
+    _train("ldm", config, extra + list(set_), out, resume, data)
+
+
+@train_app.command("estimator")
+@user_errors
+def train_estimator(data: Path = typer.Option(..., help="prepared data set with attribute labels"),
+                    out: Path = typer.Option(..., help="output directory (OUT/estimator, OUT/metrics.json)"),
+                    steps: int = typer.Option(3000, help="optimizer steps"),
+                    batch_size: int = typer.Option(64, help="batch size"),
+                    lr: float = typer.Option(1e-3, help="Adam learning rate"),
+                    size: int = typer.Option(32, help="input side in pixels"),
+                    seed: int = typer.Option(0, help="seed"),
+                    budget_minutes: Optional[float] = typer.Option(None, help="stop after this many minutes")):
+    """Train the multi-head attribute estimator (seed 002; the oracle on SynthFaces)."""
+    from facediff import api
+
+    res = api.train_estimator(data, out, steps=steps, batch_size=batch_size, lr=lr, size=size, seed=seed,
+                              budget_minutes=budget_minutes)
+    typer.echo(json.dumps(res.get("heldout", res.get("val", {})), indent=1, default=str)[:4000])
 
 
 # ------------------------------------------------------------------------------------------------ sample
@@ -131,6 +178,7 @@ def sample(model: Optional[Path] = typer.Option(None, help="run or export dir (d
            init_noise: str = typer.Option("normal", help="normal | zero | constant (seed 003 ablation)"),
            no_step_noise: bool = typer.Option(False, help="no noise in ancestral steps (seed 003 ablation)"),
            sweep: bool = typer.Option(False, help="grid: one row per attribute, levels 0..5"),
+           sketch: Optional[Path] = typer.Option(None, help="sketch PNG (sketch-conditional latent models)"),
            batch_size: int = typer.Option(64, help="images per network batch"),
            out: Path = typer.Option(Path("faces.png"), help="grid PNG")):
     """Generate a grid of faces."""
@@ -138,7 +186,7 @@ def sample(model: Optional[Path] = typer.Option(None, help="run or export dir (d
 
     res = api.sample(model, n=n, attrs=attrs, guidance=guidance, attr_scales=attr_scales, sampler=sampler,
                      steps=steps, seed=seed, eta=eta, init_noise=init_noise, step_noise=not no_step_noise,
-                     sweep=sweep, batch_size=batch_size, out=out)
+                     sweep=sweep, sketch=sketch, batch_size=batch_size, out=out)
     typer.echo(f"wrote {len(res['images'])} faces to {res['path']}")
 
 

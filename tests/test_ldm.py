@@ -1,0 +1,78 @@
+"""Latent diffusion: tiny VQ autoencoder -> attribute+sketch LDM -> export -> sampling (ours and plain diffusers)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from facediff import api
+from facediff.errors import FacediffError
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def ldm_run(tmp_path_factory, synth16) -> Path:
+    root = tmp_path_factory.mktemp("ldm")
+    api.train("autoencoder", REPO / "configs" / "tiny-vq.toml", root / "vq",
+              overrides=[f"data.path={synth16}", "train.max_steps=4", "autoencoder.disc_start=2"], show_progress=False)
+    api.train("ldm", REPO / "configs" / "tiny-ldm.toml", root / "ldm",
+              overrides=[f"data.path={synth16}", f"latent.autoencoder={root / 'vq'}", "train.max_steps=4",
+                         "train.checkpoint_every=2", "train.log_every=1"], show_progress=False)
+    return root / "ldm"
+
+
+def test_scale_factor_from_data_is_stored(ldm_run):
+    cfg = json.loads((ldm_run / "config.json").read_text())
+    meta = json.loads((ldm_run / "export" / "facediff.json").read_text())
+    assert cfg["latent"]["scale_factor"] > 0
+    assert meta["scale_factor"] == pytest.approx(cfg["latent"]["scale_factor"])
+    assert meta["latent_size"] == 4 and meta["sketch"] is True
+
+
+def test_latents_cached_and_standardised(ldm_run):
+    from safetensors.torch import load_file
+
+    cache = load_file(str(ldm_run / "cache" / "latents.safetensors"))
+    s = json.loads((ldm_run / "config.json").read_text())["latent"]["scale_factor"]
+    assert cache["z"].shape[-1] == 4
+    assert float((cache["z"] * s).std()) == pytest.approx(1.0, rel=1e-3)
+
+
+def test_sample_with_sketch_changes_output(ldm_run, synth16, tmp_path):
+    from facediff.data.prepared import PreparedDataset
+
+    sk = PreparedDataset(synth16).sketches([0])[0]
+    a = api.sample(ldm_run, n=2, steps=3, sketch=sk, show_progress=False)["images"]
+    b = api.sample(ldm_run, n=2, steps=3, show_progress=False)["images"]
+    assert a.shape == (2, 16, 16, 3)
+    assert not np.array_equal(a, b)
+    with pytest.raises(FacediffError, match="cannot read"):
+        api.sample(ldm_run, n=1, steps=2, sketch=tmp_path / "missing.png", show_progress=False)
+
+
+def test_export_loads_with_plain_diffusers(ldm_run):
+    from diffusers import DDPMScheduler, UNet2DConditionModel, VQModel
+
+    ex = ldm_run / "export"
+    meta = json.loads((ex / "facediff.json").read_text())
+    vae = VQModel.from_pretrained(ex / "vae")
+    unet = UNet2DConditionModel.from_pretrained(ex / "unet")
+    sched = DDPMScheduler.from_pretrained(ex / "scheduler")
+    z = torch.randn(1, meta["latent_channels"], 4, 4)
+    sketch = torch.zeros(1, 1, 4, 4)
+    c = torch.zeros(1, len(meta["attributes"]) * meta["num_levels"])
+    sched.set_timesteps(2)
+    for t in sched.timesteps:
+        eps = unet(torch.cat([z, sketch], 1), t, encoder_hidden_states=None, class_labels=c).sample
+        z = sched.step(eps, t, z).prev_sample
+    img = vae.decode(z / meta["scale_factor"]).sample
+    assert img.shape == (1, 3, 16, 16) and torch.isfinite(img).all()
+
+
+def test_ldm_needs_autoencoder(tmp_path):
+    with pytest.raises(FacediffError, match="autoencoder"):
+        api.train("ldm", REPO / "configs" / "tiny-ldm.toml", tmp_path / "x", show_progress=False)
