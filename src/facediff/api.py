@@ -214,3 +214,16 @@ def sample(model: str | Path | None = None, *, n: int = 16, attrs: str | dict[st
             grid = make_grid(images, ncol or int(np.ceil(np.sqrt(len(images)))), scale=scale)
         result["path"] = save_png(grid, out)
     return result
+
+
+# ----------------------------------------------------------------------------------------------- evaluate
+def evaluate(model: str | Path | None, data: str | Path, *, metrics: str | None = None, n: int = 256,
+             sampler: str = "dpmpp", steps: int = 25, guidance: float = 3.0, seed: int = 0,
+             split: str | None = None, init_noise: str = "normal", step_noise: bool = True,
+             out: str | Path | None = None, show_progress: bool = True) -> dict[str, Any]:
+    """Sample ``model`` under the conditions of ``data`` and write metrics.json + report.html into ``out``."""
+    from facediff.metrics.evaluate import DEFAULT_METRICS, evaluate as _evaluate
+
+    return _evaluate(model, data, metrics=metrics or DEFAULT_METRICS, n=n, sampler=sampler, steps=steps,
+                     guidance=guidance, seed=seed, split=split, init_noise=init_noise, step_noise=step_noise,
+                     out=out, show_progress=show_progress)

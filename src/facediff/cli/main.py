@@ -190,6 +190,34 @@ def sample(model: Optional[Path] = typer.Option(None, help="run or export dir (d
     typer.echo(f"wrote {len(res['images'])} faces to {res['path']}")
 
 
+@app.command("eval")
+@user_errors
+def eval_(model: Optional[Path] = typer.Option(None, help="run or export dir (default: the bundled model)"),
+          data: Path = typer.Option(..., help="prepared data set (the real images and their conditions)"),
+          metrics: str = typer.Option("fd,kid,fd_by_condition,attr,faces,diversity,sketch,timing",
+                                      help="comma list: fd,kid,fd_by_condition,attr,faces,diversity,sketch,timing"),
+          n: int = typer.Option(256, help="generated images"),
+          sampler: str = typer.Option("dpmpp", help="ddpm | ddim | dpmpp | euler | heun | unipc"),
+          steps: int = typer.Option(25, help="sampler steps"),
+          guidance: float = typer.Option(3.0, help="classifier-free guidance scale"),
+          seed: int = typer.Option(0, help="seed"),
+          split: Optional[str] = typer.Option(None, help="only this split of the data set"),
+          out: Path = typer.Option(..., help="output directory: metrics.json, report.html, report.md")):
+    """Score a model against a data set (FD/KID in oracle space, attribute accuracy, faces, ...) with a report."""
+    from facediff import api
+
+    res = api.evaluate(model, data, metrics=metrics, n=n, sampler=sampler, steps=steps, guidance=guidance,
+                       seed=seed, split=split, out=out)
+    keys = ("fd_oracle", "kid_oracle", "diversity")
+    brief = {k: res[k] for k in keys if k in res}
+    if "attr" in res:
+        brief["attr_accuracy"] = res["attr"]["accuracy"]
+    if "faces" in res:
+        brief["face_rate"] = res["faces"].get("rate")
+    typer.echo(json.dumps(brief, indent=1))
+    typer.echo(f"wrote {out / 'metrics.json'} and {out / 'report.html'}")
+
+
 def main() -> None:
     try:
         app()
