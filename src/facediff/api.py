@@ -60,7 +60,7 @@ def inspect(path: str | Path, out_png: str | Path | None = None, n: int = 64) ->
     from facediff.data.inspect import inspect_dataset
 
     out_png = Path(out_png) if out_png else Path(path) / "contact_sheet.png"
-    return inspect_dataset(path, out_png, n=n)
+    return inspect_dataset(path, out_png, n=n, quiet=True)
 
 
 def sketch(image: str | Path, out: str | Path, method: str = "xdog") -> Path:

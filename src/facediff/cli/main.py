@@ -83,8 +83,12 @@ def data_inspect(path: Path = typer.Argument(..., help="a prepared data set"),
     from facediff import api
 
     info = api.inspect(path, out, n=n)
-    typer.echo(json.dumps({k: v for k, v in info.items() if k != "sheet"}, indent=1))
-    typer.echo(f"contact sheet: {info.get('sheet', out or path / 'contact_sheet.png')}")
+    typer.echo(f"{info['n']} images; splits: " + ", ".join(f"{k} {v}" for k, v in info.get("splits", {}).items()))
+    if info.get("styles"):
+        typer.echo("styles: " + ", ".join(f"{k} {v}" for k, v in info["styles"].items()))
+    for attr, counts in info.get("attributes", {}).items():
+        typer.echo(f"{attr:>10}: " + "  ".join(f"{lvl}:{c}" for lvl, c in sorted(counts.items())))
+    typer.echo(f"contact sheet: {info.get('png', out or path / 'contact_sheet.png')}")
 
 
 @data_app.command("sketch")
