@@ -109,3 +109,29 @@ def test_accelerate_launch_two_cpu_processes(tmp_path, synth16):
     assert latest_checkpoint(out).name == "step-0000003"
     assert len(_losses(out)) == 3
     assert (out / "export" / "facediff.json").is_file()
+
+
+def test_grad_accumulation_and_bf16_autocast_train(tmp_path, synth16):
+    run = tmp_path / "accum"
+    summary = api.train("ddpm", TINY, run, overrides=[f"data.path={synth16}", "train.grad_accum=2",
+                        "train.batch_size=4", "train.max_steps=3", "train.log_every=1",
+                        "train.mixed_precision=bf16"], show_progress=False)
+    assert summary["steps"] == 3
+    losses = _losses(run)
+    assert len(losses) == 3 and all(l == l and l < 10 for _, l in losses)  # finite
+
+
+def test_time_budget_stops_early_and_exports(tmp_path, synth16):
+    run = tmp_path / "budget"
+    summary = api.train("ddpm", TINY, run, overrides=[f"data.path={synth16}", "train.max_steps=100000",
+                        "train.time_budget_minutes=0.001"], show_progress=False)
+    assert summary["steps"] < 100000
+    assert (run / "export" / "facediff.json").is_file()
+
+
+def test_fp16_on_cpu_is_a_clear_error(tmp_path, synth16):
+    if torch.cuda.is_available():
+        pytest.skip("CUDA present")
+    with pytest.raises(FacediffError, match="fp16"):
+        api.train("ddpm", TINY, tmp_path / "fp16", overrides=[f"data.path={synth16}", "train.mixed_precision=fp16"],
+                  show_progress=False)

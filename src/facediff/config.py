@@ -69,6 +69,7 @@ class TrainConfig:
     batch_size: int = 32  # images per optimizer step per process (before accumulation)
     grad_accum: int = 1  # gradient accumulation steps
     max_steps: int = 1000  # optimizer steps
+    time_budget_minutes: float = 0.0  # stop early (checkpoint + export) after this many minutes (0 = no limit)
     lr: float = 2e-4  # AdamW peak learning rate
     weight_decay: float = 0.0  # AdamW weight decay
     warmup_steps: int = 100  # linear warmup steps

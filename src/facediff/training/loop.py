@@ -49,6 +49,15 @@ def _lr_lambda(cfg: RunConfig):
     return f
 
 
+def make_accelerator(mixed_precision: str, grad_accum: int = 1) -> Accelerator:
+    """A fresh Accelerator; the process-wide AcceleratorState is reset first (keeping the distributed
+    PartialState) so several runs with different precisions can train in one Python process."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=False)
+    return Accelerator(mixed_precision=mixed_precision, gradient_accumulation_steps=grad_accum)
+
+
 def step_seed(seed: int, step: int, micro: int, rank: int) -> int:
     """The generator seed of one micro-batch: a pure function of (seed, step, micro-batch, process)."""
     return int(np.random.SeedSequence([seed, step, micro, rank]).generate_state(1)[0])
@@ -105,7 +114,7 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, show_progres
         raise FacediffError(f"--resume: {out} holds no run (no config.json)")
     if tc.mixed_precision == "fp16" and not torch.cuda.is_available():
         raise FacediffError("[train] mixed_precision = 'fp16' needs a CUDA GPU; use 'bf16' or 'no' on CPU")
-    acc = Accelerator(mixed_precision=tc.mixed_precision, gradient_accumulation_steps=tc.grad_accum)
+    acc = make_accelerator(tc.mixed_precision, tc.grad_accum)
     main = acc.is_main_process
     if main:
         for sub in ("state", "export", "logs", "samples", "cache"):
@@ -175,8 +184,17 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, show_progres
     world, rank = acc.num_processes, acc.process_index
     nonfinite_run, t_last, imgs_since = 0, time.perf_counter(), 0
     step = start_step
+    t_start = time.perf_counter()
     net.train()
     while step < tc.max_steps:
+        if tc.time_budget_minutes and time.perf_counter() - t_start > 60 * tc.time_budget_minutes:
+            stop = torch.tensor(1.0, device=acc.device)
+        else:
+            stop = torch.tensor(0.0, device=acc.device)
+        if world > 1:
+            stop = acc.reduce(stop, reduction="max")
+        if stop.item() > 0:
+            break
         losses, skipped, grad_norm = [], False, None
         for micro in range(tc.grad_accum):
             gen = torch.Generator().manual_seed(step_seed(tc.seed, step, micro, rank))
