@@ -227,3 +227,14 @@ def evaluate(model: str | Path | None, data: str | Path, *, metrics: str | None 
     return _evaluate(model, data, metrics=metrics or DEFAULT_METRICS, n=n, sampler=sampler, steps=steps,
                      guidance=guidance, seed=seed, split=split, init_noise=init_noise, step_noise=step_noise,
                      out=out, show_progress=show_progress)
+
+
+# ----------------------------------------------------------------------------------------------- experiments
+def experiment(name: str, out: str | Path, *, data: str | Path | None = None, budget_minutes: float | None = None,
+               size: int = 32, model: str | Path | None = None, n_eval: int | None = None,
+               show_progress: bool = True) -> dict[str, Any]:
+    """Run one of the seeds' recipes (see ``facediff.experiments.registry.RECIPES``) into ``out``."""
+    from facediff.experiments.registry import run_experiment
+
+    return run_experiment(name, out, data=data, budget_minutes=budget_minutes, size=size, model=model,
+                          n_eval=n_eval, show_progress=show_progress)

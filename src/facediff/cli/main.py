@@ -222,6 +222,29 @@ def eval_(model: Optional[Path] = typer.Option(None, help="run or export dir (de
     typer.echo(f"wrote {out / 'metrics.json'} and {out / 'report.html'}")
 
 
+@app.command("experiment")
+@user_errors
+def experiment(name: str = typer.Argument(..., help="recipe name (facediff experiment list)"),
+               out: Optional[Path] = typer.Option(None, help="output directory (default runs/exp-NAME)"),
+               data: Optional[Path] = typer.Option(None, help="prepared data set (default: SynthFaces)"),
+               budget_minutes: Optional[float] = typer.Option(None, help="CPU budget (default: the recipe's)"),
+               size: int = typer.Option(32, help="image size: 32 or 64 (the seeds' resolution)"),
+               model: Optional[Path] = typer.Option(None, help="model for sampling-only recipes (default: bundled)"),
+               n_eval: Optional[int] = typer.Option(None, help="generated images per arm (default: by budget)")):
+    """Run a seed's table as a recipe: results.json, results.md (with the seed's numbers), report.html."""
+    from facediff.experiments.registry import RECIPES
+
+    if name == "list":
+        for key, rec in RECIPES.items():
+            typer.echo(f"{key:<18} {rec.budget_minutes:>4.0f} min  {rec.summary}")
+        return
+    from facediff import api
+
+    out = out or Path("runs") / f"exp-{name}"
+    api.experiment(name, out, data=data, budget_minutes=budget_minutes, size=size, model=model, n_eval=n_eval)
+    typer.echo((out / "results.md").read_text() if (out / "results.md").is_file() else f"wrote {out}")
+
+
 def main() -> None:
     try:
         app()

@@ -77,8 +77,11 @@ def _score(gen: np.ndarray, gen_levels: np.ndarray, real: np.ndarray, real_level
     if "fd_by_condition" in metrics and conditional and (real_levels >= 0).any():
         per = {}
         for j, name in enumerate(attributes):
-            r = fdm.fd_by_condition(feats_real, real_levels, feats_gen, gen_levels, columns=[j], names=attributes)
-            per[name] = r["fd"]
+            try:
+                per[name] = fdm.fd_by_condition(feats_real, real_levels, feats_gen, gen_levels, columns=[j],
+                                                names=attributes)["fd"]
+            except FacediffError:  # no level of this attribute has >= 2 images on both sides (small n)
+                per[name] = None
         vals = [v for v in per.values() if v is not None and np.isfinite(v)]
         out["fd_by_condition"] = {"mean": float(np.mean(vals)) if vals else None, "per_attribute": per}
     if "attr" in metrics and conditional and (gen_levels >= 0).any():
