@@ -32,7 +32,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from accelerate import Accelerator
 from torch import nn
 
 from facediff.config import AutoencoderConfig, RunConfig, load_config_json, save_config, to_dict
@@ -44,7 +43,7 @@ from facediff.models.autoencoder import (
     latent_channels, quantize, restart_dead_codes, vq_loss)
 from facediff.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from facediff.training.data import TrainingData, _resize_all, resolve_dataset
-from facediff.training.loop import _lr_lambda, step_seed
+from facediff.training.loop import _lr_lambda, make_accelerator, step_seed
 from facediff.training.progress import ProgressBar
 
 AE_META = "facediff.json"  # the export's metadata file (as training/export.py)
@@ -163,7 +162,7 @@ def train_autoencoder(cfg: RunConfig, out: str | Path, *, resume: bool = False, 
         raise FacediffError("[train] mixed_precision = 'fp16' needs a CUDA GPU; use 'bf16' or 'no' on CPU")
     check_config(ac, cfg.data.size)
     perceptual, perceptual_note = build_perceptual(ac)
-    acc = Accelerator(mixed_precision=tc.mixed_precision)
+    acc = make_accelerator(tc.mixed_precision)
     main, world, rank = acc.is_main_process, acc.num_processes, acc.process_index
     if main:
         for sub in ("state", "export", "logs", "samples", "cache"):
@@ -264,7 +263,7 @@ def train_autoencoder(cfg: RunConfig, out: str | Path, *, resume: bool = False, 
                     g_gan = hinge_g_loss(disc(x_hat).float())
                     lam = adaptive_gan_weight(rec, g_gan, last_layer(raw_ae))
                     loss = loss + ac.disc_weight * lam * g_gan
-                    terms["g_gan"], terms["gan_lambda"] = float(g_gan), float(lam)
+                    terms["g_gan"], terms["gan_lambda"] = float(g_gan.detach()), float(lam)
             finite = torch.isfinite(loss.detach()).float()
             if world > 1:
                 finite = acc.reduce(finite, reduction="min")
@@ -307,8 +306,8 @@ def train_autoencoder(cfg: RunConfig, out: str | Path, *, resume: bool = False, 
             counts = acc.reduce(usage.counts.clone(), reduction="sum") if world > 1 else usage.counts
             zs = acc.gather(last_z) if world > 1 else last_z
             window = codebook_stats(counts)
-            revived = restart_dead_codes(raw_ae, counts == 0,
-                                         zs, torch.Generator().manual_seed(step_seed(tc.seed, step, _RESTART_STREAM, 0)))
+            restart_gen = torch.Generator().manual_seed(step_seed(tc.seed, step, _RESTART_STREAM, 0))
+            revived = restart_dead_codes(raw_ae, counts == 0, zs, restart_gen)
             usage.reset()
         bar.update(step, loss=terms.get("loss", float("nan")))
         if main and (step % tc.log_every == 0 or step == tc.max_steps or revived is not None):

@@ -25,7 +25,7 @@ from facediff.training.progress import ProgressBar
 
 def sketch_to_latent_grid(sketches: np.ndarray | torch.Tensor, latent_size: int) -> torch.Tensor:
     """uint8 (N, S, S) sketches (255 paper, 0 ink) -> ink density (N, latent_size * latent_size) in [0, 1]."""
-    s = torch.as_tensor(np.asarray(sketches)).float()
+    s = torch.from_numpy(np.array(sketches, dtype=np.float32))
     ink = 1.0 - s[:, None] / 255.0
     ink = F.adaptive_avg_pool2d(ink, latent_size)
     ink = (ink * 2.0).clamp(0, 1)  # thin lines cover a small share of a latent cell: boost, then clip
