@@ -129,7 +129,8 @@ def train_estimator(data_dir: str | Path, out_dir: str | Path, *, steps: int = 3
                     device: str | torch.device = "cpu") -> dict[str, Any]:
     """Train an attribute estimator on ``data_dir`` (a prepared data set); returns the metrics dict.
 
-    Writes ``out_dir/estimator/`` (config.json + model.safetensors, the best-validation weights) and
+    Writes ``out_dir/estimator/`` (config.json + model.safetensors, the best-validation weights),
+    ``out_dir/metrics.jsonl`` (one row per evaluation: step, loss, lr, val accuracy) and
     ``out_dir/metrics.json``. ``config`` sets the architecture (its ``size``, style and hair-colour classes
     are filled from ``size`` and the data). ``heldout``: "auto" renders ``heldout_n`` SynthFaces with other
     seeds when the data set is SynthFaces; a path names a prepared data set; None skips. ``time_budget_s``
@@ -171,6 +172,8 @@ def train_estimator(data_dir: str | Path, out_dir: str | Path, *, steps: int = 3
     curve: list[dict[str, Any]] = []
     best_acc, best_state, t0, step, ema_loss = -1.0, None, time.time(), 0, math.nan
     perm, pos = torch.randperm(len(train), generator=gen), 0
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "metrics.jsonl").unlink(missing_ok=True)
     model.train()
     while step < steps:
         if pos + batch_size > len(train):
@@ -192,7 +195,10 @@ def train_estimator(data_dir: str | Path, out_dir: str | Path, *, steps: int = 3
             ev = evaluate_estimator(model, val)
             sched.step(ev["mean_accuracy"])
             curve.append({"step": step, "loss": ema_loss, "lr": opt.param_groups[0]["lr"],
-                          "val_accuracy": ev["mean_accuracy"], "seconds": round(time.time() - t0, 1)})
+                          "val_accuracy": ev["mean_accuracy"], "seconds": round(time.time() - t0, 1),
+                          "val_per_attribute": {k: v["accuracy"] for k, v in ev["per_attribute"].items()}})
+            with open(out_dir / "metrics.jsonl", "a") as log:
+                log.write(json.dumps(curve[-1]) + "\n")
             if ev["mean_accuracy"] > best_acc:
                 best_acc = ev["mean_accuracy"]
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
