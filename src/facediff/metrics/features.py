@@ -1,0 +1,123 @@
+"""Feature extractors for the distribution metrics, kept apart from the math in ``fd.py``.
+
+* :class:`OracleFeatures` — the attribute estimator's feature vector (``AttributeEstimator.features``);
+  with the bundled SynthFaces oracle this is the space of **FD_oracle**, oracle KID and diversity.
+* :class:`InceptionFeatures` — the standard Inception-v3 pool3 features of FID (Heusel et al. 2017) via
+  torch-fidelity, only where the user's environment has it and its weights (it needs torchvision).
+"""
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from facediff.errors import FacediffError
+from facediff.models.estimator import AttributeEstimator, load_estimator
+
+INCEPTION_MESSAGE = ("Inception FID needs torch-fidelity and its weights: pip install torch-fidelity on a machine "
+                     "where torchvision works, or use fd_oracle")
+
+
+def oracle_dir() -> Path:
+    """Directory of the bundled SynthFaces oracle (``facediff/assets/oracle``)."""
+    return Path(str(resources.files("facediff") / "assets" / "oracle"))
+
+
+def load_oracle(device: str | torch.device = "cpu") -> AttributeEstimator:
+    """The bundled SynthFaces oracle estimator (eval mode)."""
+    d = oracle_dir()
+    if not (d / "model.safetensors").is_file():
+        raise FacediffError(f"the bundled oracle is missing from {d}; reinstall facediff or train one with "
+                            "facediff.experiments.oracle.train_oracle")
+    return load_estimator(d, device=device)
+
+
+def to_input(images: Any) -> torch.Tensor:
+    """Images -> float32 (B, 3, H, W) in [-1, 1].
+
+    Accepts uint8 arrays/tensors (B, H, W, 3) or (B, 3, H, W) in 0..255, or float tensors/arrays
+    (B, 3, H, W) already in [-1, 1].
+    """
+    x = images if isinstance(images, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(images))
+    if x.ndim != 4:
+        raise FacediffError(f"images: expected a 4-D batch, got shape {tuple(x.shape)}")
+    if x.dtype == torch.uint8:
+        if x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3):
+            x = x.permute(0, 3, 1, 2)
+        x = x.float() / 127.5 - 1.0
+    else:
+        x = x.float()
+        if x.shape[1] not in (1, 3) and x.shape[-1] in (1, 3):
+            raise FacediffError("float images must be (B, 3, H, W) in [-1, 1]; pass uint8 for (B, H, W, 3)")
+    if x.shape[1] == 1:
+        x = x.expand(-1, 3, -1, -1)
+    return x.contiguous()
+
+
+class OracleFeatures:
+    """Feature vectors (float64 numpy (n, feature_dim)) of an attribute estimator, in batches, no grad."""
+
+    def __init__(self, model: AttributeEstimator | None = None, batch_size: int = 256,
+                 device: str | torch.device = "cpu"):
+        self.model = (model if model is not None else load_oracle(device)).to(device).eval()
+        self.batch_size, self.device = batch_size, device
+
+    @property
+    def dim(self) -> int:
+        return self.model.config.feature_dim
+
+    @torch.no_grad()
+    def __call__(self, images: Any) -> np.ndarray:
+        out = [self.model.features(to_input(images[i:i + self.batch_size]).to(self.device)).double().cpu()
+               for i in range(0, len(images), self.batch_size)]
+        return torch.cat(out).numpy() if out else np.zeros((0, self.dim))
+
+    @torch.no_grad()
+    def predict(self, images: Any) -> dict[str, np.ndarray]:
+        """Arg-max class per head (int64 numpy (n,)) in batches."""
+        parts: dict[str, list[np.ndarray]] = {}
+        for i in range(0, len(images), self.batch_size):
+            for k, v in self.model.predict(to_input(images[i:i + self.batch_size]).to(self.device)).items():
+                parts.setdefault(k, []).append(v.cpu().numpy())
+        return {k: np.concatenate(v) for k, v in parts.items()}
+
+
+class InceptionFeatures:
+    """Inception-v3 pool3 (2048-d) features as in FID, through torch-fidelity ("inception-v3-compat").
+
+    ``weights``: local path of torch-fidelity's ``weights-inception-2015-12-05-6726825d.pth``; None lets
+    torch-fidelity use its cache (it downloads there when online). Raises FacediffError when torch-fidelity,
+    torchvision or the weights are unavailable.
+    """
+
+    def __init__(self, weights: str | Path | None = None, batch_size: int = 64, device: str | torch.device = "cpu"):
+        if weights is not None and not Path(weights).is_file():
+            raise FacediffError(f"Inception weights {weights} not found; {INCEPTION_MESSAGE}")
+        try:
+            from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+        except Exception:  # ImportError, or torchvision failing to import beside this torch
+            raise FacediffError(INCEPTION_MESSAGE) from None
+        try:
+            self.model = FeatureExtractorInceptionV3(
+                "inception-v3-compat", ["2048"],
+                **({"feature_extractor_weights_path": str(weights)} if weights is not None else {}))
+        except Exception:
+            raise FacediffError(INCEPTION_MESSAGE) from None
+        self.model = self.model.to(device).eval()
+        self.batch_size, self.device = batch_size, device
+
+    @property
+    def dim(self) -> int:
+        return 2048
+
+    @torch.no_grad()
+    def __call__(self, images: Any) -> np.ndarray:
+        out = []
+        for i in range(0, len(images), self.batch_size):
+            x = to_input(images[i:i + self.batch_size])
+            x = ((x + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8).to(self.device)  # it expects uint8
+            out.append(self.model(x)[0].double().cpu())
+        return torch.cat(out).numpy() if out else np.zeros((0, self.dim))

@@ -1,0 +1,60 @@
+"""Reconstruction metrics for autoencoders: PSNR, SSIM (Wang et al. 2004) and LPIPS (Zhang et al. 2018).
+
+PSNR and SSIM use torchmetrics' functional implementations (SSIM: 11x11 Gaussian window, sigma 1.5,
+K1 = 0.01, K2 = 0.03, as Wang et al.), computed per image on [0, 1] RGB and averaged. LPIPS needs
+pretrained backbone + linear-layer weights that cannot ship with facediff: it runs only when the user
+gives them (``--lpips-weights``) and their environment has the ``lpips`` package.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from facediff.errors import FacediffError
+from facediff.metrics.features import to_input
+
+
+def _pair(a: Any, b: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two image batches -> float64 (B, 3, H, W) in [0, 1] (uint8 (B, H, W, 3) or float in [-1, 1])."""
+    x, y = to_input(a).double(), to_input(b).double()
+    if x.shape != y.shape:
+        raise FacediffError(f"image metrics: batches differ in shape {tuple(x.shape)} vs {tuple(y.shape)}")
+    return ((x + 1) / 2).clamp(0, 1), ((y + 1) / 2).clamp(0, 1)
+
+
+def psnr(a: Any, b: Any) -> float:
+    """Mean over images of PSNR = 10 log10(1 / MSE) in dB on [0, 1] images (identical images: inf)."""
+    from torchmetrics.functional.image import peak_signal_noise_ratio
+
+    x, y = _pair(a, b)
+    vals = peak_signal_noise_ratio(x, y, data_range=1.0, reduction="none", dim=(1, 2, 3))
+    return float(vals.mean())
+
+
+def ssim(a: Any, b: Any) -> float:
+    """Mean SSIM (Wang et al. 2004, Gaussian window 11, sigma 1.5) on [0, 1] images; 1 for identical images."""
+    from torchmetrics.functional.image import structural_similarity_index_measure
+
+    x, y = _pair(a, b)
+    return float(structural_similarity_index_measure(x, y, data_range=1.0, gaussian_kernel=True, sigma=1.5,
+                                                     kernel_size=11, reduction="elementwise_mean"))
+
+
+def lpips(a: Any, b: Any, weights: str | Path | None = None, net: str = "alex") -> float:
+    """Mean LPIPS distance (Zhang et al. 2018); needs the user's local weights and the ``lpips`` package."""
+    if weights is None:
+        raise FacediffError("LPIPS needs pretrained weights that facediff cannot download: pass "
+                            "--lpips-weights PATH (an lpips linear-layer .pth) or drop lpips from --metrics")
+    if not Path(weights).is_file():
+        raise FacediffError(f"--lpips-weights {weights}: file not found")
+    try:
+        import lpips as lpips_pkg  # imports torchvision; only in the user's environment
+        model = lpips_pkg.LPIPS(net=net, model_path=str(weights), verbose=False).eval()
+    except Exception:
+        raise FacediffError("LPIPS needs the lpips package and a working torchvision with the backbone weights: "
+                            "pip install lpips where torchvision works, or drop lpips from --metrics") from None
+    x, y = to_input(a), to_input(b)
+    with torch.no_grad():
+        return float(model(x, y).mean())
