@@ -18,6 +18,7 @@ EXPECTED = {
                               "ground truth (real vs real)"]),
     "sampler-sweep": (10, ["seed 002 (paper): ancestral DDPM", "| ddpm | 100 |", "| dpmpp | 20 |"]),
     "oracle": (5, ["seed 002 (CelebA-Dialog, paper)", "82.85 %"]),
+    "seed000": (3, ["seed 000 (Danbooru faces, paper)", "25.31", "sketch fidelity: edge F1"]),
 }
 
 

@@ -76,3 +76,17 @@ def test_export_loads_with_plain_diffusers(ldm_run):
 def test_ldm_needs_autoencoder(tmp_path):
     with pytest.raises(FacediffError, match="autoencoder"):
         api.train("ldm", REPO / "configs" / "tiny-ldm.toml", tmp_path / "x", show_progress=False)
+
+
+def test_eval_on_autoencoder_reports_reconstruction(ldm_run, synth16, tmp_path):
+    res = api.evaluate(ldm_run.parent / "vq", synth16, n=8, out=tmp_path / "ae_eval", show_progress=False)
+    assert 0 < res["psnr"] < 100 and 0 < res["ssim"] <= 1
+    assert 0 < res["codebook_usage"] <= 1 and res["perplexity"] >= 1
+    assert res["fd_oracle"] is not None and res["fd_oracle"] >= 0
+    assert (tmp_path / "ae_eval" / "report.html").is_file()
+
+
+def test_eval_of_sketch_ldm_measures_sketch_fidelity(ldm_run, synth16, tmp_path):
+    res = api.evaluate(ldm_run, synth16, metrics="fd,sketch", n=8, steps=2, show_progress=False)
+    assert 0 <= res["sketch"]["edge_f1"] <= 1
+    assert res["floor_real_vs_real"]["sketch"]["edge_f1"] == pytest.approx(1.0)

@@ -54,7 +54,7 @@ def _run_oracle(ctx: Ctx) -> dict[str, Any]:
 
 
 def _recipes() -> dict[str, Recipe]:
-    from facediff.experiments import sampler_sweep, seed002, seed003
+    from facediff.experiments import sampler_sweep, seed000, seed002, seed003
 
     items = [
         Recipe("seed003-timesteps", "003 Q1", "T = 100 / 300 / 500, same budget each (unconditional anime DDPM)",
@@ -67,6 +67,8 @@ def _recipes() -> dict[str, Recipe]:
                15.0, seed002.run_baselines, True),
         Recipe("sampler-sweep", "002 Sec. 2.1", "DDPM-1000 vs DDIM / DPM-Solver++ / UniPC at 10, 20, 50 steps",
                30.0, sampler_sweep.run_sweep, False),
+        Recipe("seed000", "000", "VQ autoencoder + sketch-conditional LDM on anime faces (PSNR vs the seed's 25.31)",
+               30.0, seed000.run_seed000, True),
         Recipe("oracle", "002 Sec. 3.2", "train the SynthFaces oracle (attribute estimator) within the budget",
                30.0, _run_oracle, True),
     ]

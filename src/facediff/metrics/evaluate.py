@@ -115,6 +115,11 @@ def evaluate(model: str | Path | None, data: str | Path, *, metrics: str | list[
         raise FacediffError(f"--metrics: unknown {', '.join(sorted(unknown))} (known: {', '.join(METRICS)})")
     if n < 4:
         raise FacediffError(f"--n {n}: at least 4 images are needed for FD/KID")
+    from facediff.models.bundle import resolve_export_dir
+
+    if model is not None and json.loads((resolve_export_dir(model) / "facediff.json").read_text()).get(
+            "kind") == "autoencoder":
+        return _evaluate_autoencoder(model, data, n=n, split=split, out=out)
     bundle = load_bundle(model)
     ds = PreparedDataset(data, split=split)
     rng = np.random.default_rng(seed)
@@ -175,6 +180,25 @@ def evaluate(model: str | Path | None, data: str | Path, *, metrics: str | list[
     if out is not None:
         _write(out, result, gen, gen_levels, attrs, bundle)
     return result
+
+
+def _evaluate_autoencoder(model: str | Path, data: str | Path, *, n: int, split: str | None,
+                          out: str | Path | None, lpips_weights: str | None = None) -> dict[str, Any]:
+    """Autoencoders: PSNR, SSIM, codebook usage/perplexity, FD_oracle of reconstructions (+ LPIPS with weights)."""
+    from facediff.imaging import make_grid, to_uint8
+    from facediff.metrics.reconstruction import evaluate_autoencoder, reconstruct_images
+    from facediff.report.html import write_report
+    from facediff.training.autoencoder import load_autoencoder
+
+    res = evaluate_autoencoder(model, data, n=n, split=split or "", lpips_weights=lpips_weights)
+    if out is not None:
+        ae, meta = load_autoencoder(model)
+        imgs = _resize(PreparedDataset(data, split=split).images(np.arange(16)), int(meta["sample_size"]))
+        x, x_hat, _ = reconstruct_images(ae, imgs)
+        grid = make_grid(np.concatenate([to_uint8(x), to_uint8(x_hat)]), 16, scale=max(1, 64 // imgs.shape[1]))
+        write_report(out, res, grids={"originals (top) and reconstructions (bottom)": grid},
+                     config=meta.get("config"), title=f"facediff evaluation: autoencoder {model}")
+    return res
 
 
 def _write(out: str | Path, result: dict[str, Any], gen: np.ndarray, gen_levels: np.ndarray,

@@ -63,6 +63,16 @@ def reconstruction_metrics(ae: Autoencoder, images_uint8: np.ndarray, batch: int
         out.update({"codebook_usage": None, "perplexity": None})
     if lpips_weights:
         out["lpips"] = lpips_distance(x, x_hat, weights=lpips_weights)
+    out["fd_oracle"] = None  # FD between originals and reconstructions in the oracle's feature space
+    if len(x) >= 4:
+        try:
+            from facediff.metrics.fd import fd_from_features
+            from facediff.metrics.features import OracleFeatures
+
+            ex = OracleFeatures()
+            out["fd_oracle"] = fd_from_features(ex(x), ex(x_hat))
+        except FacediffError:  # no bundled oracle in this install
+            pass
     return out
 
 

@@ -240,6 +240,8 @@ def train_autoencoder(cfg: RunConfig, out: str | Path, *, resume: bool = False, 
     imgs_since, nonfinite_run, step, acc_n = 0, 0, start_step, {}
     gen_pass.train()
     while step < tc.max_steps:
+        if time_budget_s is None and cfg.train.time_budget_minutes:
+            time_budget_s = 60 * cfg.train.time_budget_minutes
         if time_budget_s is not None and time.perf_counter() - t0 > time_budget_s:
             break
         disc_on = disc is not None and step >= ac.disc_start
