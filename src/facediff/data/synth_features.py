@@ -13,8 +13,8 @@ import numpy as np
 
 from facediff.data import synth_draw as D
 from facediff.data.synth_draw import F32, Canvas, mix, scale_rgb
-from facediff.data.synth_parts import (BEARD, BROWS, EYES, GLASSES, MOUTH, NOSE, SMILE, Geom, face_sdf,
-                                       geometry, hair_colour_field, paint_back_hair, paint_background,
+from facediff.data.synth_parts import (BEARD, BROWS, EYES, GLASSES, MOUTH, NOSE, SKIN, SMILE, SMILE_LINE, Geom,
+                                       face_sdf, geometry, hair_colour_field, paint_back_hair, paint_background,
                                        paint_body, paint_ears, paint_front_hair, paint_head)
 
 if TYPE_CHECKING:
@@ -32,8 +32,9 @@ def _ink_fill(w: Canvas, a: np.ndarray, strength: float) -> None:
 def _human_eye(w: Canvas, look: "Look", g: Geom, s: float, open_f: float) -> None:
     cx, ey, ew, eh = s * g.ex, g.ey, g.ew, g.eh * open_f
     tilt = 0.006 * s  # outer corners slightly higher
+    smile = look.attrs["smiling"]
     up, _ = D.parabola(w.X, w.Y, cx, ey, ew, -eh, tilt)  # upper lid, distance positive below
-    lo, _ = D.parabola(w.X, w.Y, cx, ey, ew, 0.75 * eh, tilt)
+    lo, _ = D.parabola(w.X, w.Y, cx, ey, ew, (0.75 if smile < 3 else 0.4) * eh, tilt)  # raised cheeks squint
     cap = np.abs(w.X - F32(cx)) - F32(ew)
     d_eye = np.maximum(np.maximum(-up, lo), cap)
     a_eye = w.fill(d_eye, scale_rgb((0.94, 0.93, 0.90), 0.95), EYES, line=1.0)
@@ -56,9 +57,9 @@ def _human_eye(w: Canvas, look: "Look", g: Geom, s: float, open_f: float) -> Non
     if look.attrs["age"] >= 1:  # upper eyelid crease
         crease, _ = D.parabola(w.X, w.Y, cx, ey - 0.012, ew * 0.95, -eh - 0.012, tilt)
         w.stroke(np.maximum(np.abs(crease), cap), 0.01, scale_rgb(look.skin, 0.6), alpha=0.45, ink=0.4)
-    if open_f < 0.5:  # laughing: raised cheeks push a fold under the eye
-        fold = D.curve_band(w.X, w.Y, cx, ey + 0.05, ew * 0.9, -0.015, 0.004)
-        w.stroke(fold, 0.012, scale_rgb(look.skin, 0.6), alpha=0.6, ink=0.6)
+    if smile >= 3:  # broad smile and laugh: raised cheeks push a fold under the eye
+        fold = D.curve_band(w.X, w.Y, cx, ey + 0.045, ew * 0.9, -0.015, 0.004)
+        w.stroke(fold, 0.016, scale_rgb(look.skin, 0.55), alpha=0.6 if smile < 5 else 0.7, ink=0.6)
 
 
 def _anime_eye(w: Canvas, look: "Look", g: Geom, s: float, open_f: float) -> None:
@@ -88,6 +89,12 @@ def _anime_eye(w: Canvas, look: "Look", g: Geom, s: float, open_f: float) -> Non
                         tilt=-0.02 * s)
     w.fill(lash, _DARK, EYES, line=0.0)
     _ink_fill(w, w.cover(lash), 1.0)
+    if look.attrs["smiling"] >= 3:  # broad smile: the raised cheek pushes the lower lid up into an arc
+        lid, _ = D.parabola(w.X, w.Y, cx, ey + 0.75 * eh, ew * 1.05, -0.35 * eh)
+        below = np.maximum(np.maximum(-lid, w.Y - F32(ey + eh + 0.012)), np.abs(w.X - F32(cx)) - F32(ew * 1.05))
+        w.paint(w.cover(below), scale_rgb(look.skin, 0.97), SKIN)
+        w.stroke(np.maximum(np.abs(lid), np.abs(w.X - F32(cx)) - F32(ew * 0.85)), 0.014, _DARK, alpha=0.85)
+        return
     lower = D.curve_band(w.X, w.Y, cx + s * 0.02 * ew, ey + 0.97 * eh, ew * 0.45, 0.0, 0.006)
     w.stroke(lower, 0.01, _DARK, alpha=0.8)
 
@@ -155,12 +162,12 @@ def paint_mouth(cv: Canvas, look: "Look", g: Geom) -> None:
     thin = 0.7 if look.attrs["age"] == 5 else 1.0
     tu, tl = 0.022 * thin, (0.034 if look.gender == "female" else 0.028) * thin
     cap = np.abs(w.X) - F32(hw)
-    line_col = mix(look.lips, (0.12, 0.03, 0.03), 0.6)
+    line_col = mix(look.lips, (0.12, 0.03, 0.03), 0.7)
     if lvl >= 3 and not g.anime:  # smile folds from the nose wings past the mouth corners
         for s in (-1.0, 1.0):
             fold = D.curve_band(w.Y, w.X, (g.ny + my) / 2 + 0.01, s * (hw + 0.035), (my - g.ny) / 2 + 0.03,
                                 -s * 0.02, 0.004)
-            w.stroke(fold, 0.015, scale_rgb(look.skin, 0.6), alpha=0.35 + 0.15 * (lvl - 3), ink=0.6)
+            w.stroke(fold, 0.022, scale_rgb(look.skin, 0.55), alpha=0.5 + 0.1 * (lvl - 3), ink=0.6)
     if opening == 0:
         mid, _ = D.parabola(w.X, w.Y, 0.0, my - lift, hw, lift)
         if not g.anime:
@@ -172,7 +179,7 @@ def paint_mouth(cv: Canvas, look: "Look", g: Geom) -> None:
                     erase_ink=False)
         else:
             w.mark(np.maximum(np.abs(mid) - F32(0.015), cap), MOUTH)
-        w.stroke(np.maximum(np.abs(mid), cap - F32(0.004)), 0.018 if not g.anime else 0.016, line_col)
+        w.stroke(np.maximum(np.abs(mid), cap - F32(0.004)), SMILE_LINE[lvl] * (0.9 if g.anime else 1.0), line_col)
         if lvl >= 2:  # dimples at the corners
             for s in (-1.0, 1.0):
                 dim = D.curve_band(w.Y, w.X, my - lift + 0.005, s * (hw + 0.012), 0.018, s * 0.004, 0.003)
@@ -226,8 +233,14 @@ def paint_beard(cv: Canvas, look: "Look", g: Geom, moustache: bool) -> None:
     ax = np.clip((np.abs(w.X) - F32(0.1)) * F32(1.0 / (g.rx - 0.1)), 0.0, 1.0) ** F32(0.7)
     top = F32(g.ny + 0.045) - F32(g.ny + 0.045 - g.ey - 0.06) * ax  # cheek line, sideburn to under the nose
     full = np.maximum(face_d - F32(0.012), top - w.Y)
-    if lvl == 1:  # stubble: a translucent shadow of the full beard
-        w.paint(w.cover(full * F32(0.3)) * F32(0.55), scale_rgb(colour.mean(axis=(1, 2)), 0.75), erase_ink=False)
+    if lvl == 1:  # stubble: a dense dark shadow over jaw, chin and upper lip (darker than the skin on any tone)
+        shadow = mix(scale_rgb(look.skin, 0.42), colour.mean(axis=(1, 2)), 0.35 if not g.anime else 0.5)
+        if D.luminance(shadow) > 0.8 * D.luminance(look.skin):
+            shadow = scale_rgb(look.skin, 0.45)
+        a = w.cover(full * F32(0.3))
+        if w.px < 0.03:  # stipple where pixels resolve it
+            a *= F32(0.78) + F32(0.22) * np.sin(w.X * F32(160.0)) * np.sin(w.Y * F32(150.0))
+        w.paint(a * F32(0.72), shadow, erase_ink=False)
         w.mark(full, BEARD)
         w.outline(full, 1.0, 0.3)
         return

@@ -35,12 +35,17 @@ AGE_MY = (0.30, 0.32, 0.33, 0.335, 0.34, 0.35)
 AGE_MW = (0.90, 0.95, 1.0, 1.0, 1.0, 0.97)
 AGE_HEAD = (1.16, 1.07, 1.0, 1.0, 1.0, 0.99)
 AGE_BODY = (0.62, 0.82, 1.0, 1.04, 1.04, 1.0)
-AGE_WRINKLE = (0.0, 0.0, 0.0, 0.5, 0.8, 1.0)
+AGE_WRINKLE = (0.0, 0.0, 0.0, 0.6, 0.8, 1.0)
 AGE_SAG = (0.0, 0.0, 0.0, 0.0, 0.012, 0.03)
 
-# Smiling level -> (mouth half-width factor, corner lift, mouth opening, eye opening factor).
-SMILE = ((1.00, 0.000, 0.0, 1.0), (1.12, 0.045, 0.0, 1.0), (1.26, 0.080, 0.0, 0.92),
-         (1.45, 0.100, 0.0, 0.82), (1.35, 0.060, 0.08, 0.72), (1.50, 0.050, 0.15, 0.30))
+# Smiling level -> (mouth half-width factor, corner lift, mouth opening, eye opening factor). The closed levels
+# 0..3 must stay apart at 32 px, where the mouth is only a few pixels wide: each one widens the mouth by about a
+# pixel there and lifts the corners by about another (plus a thicker lip line, cheek raise and lower-lid squint
+# from level 3, see paint_mouth / paint_head / the eyes).
+SMILE = ((0.72, 0.000, 0.0, 1.0), (1.00, 0.035, 0.0, 1.0), (1.28, 0.075, 0.0, 0.95),
+         (1.56, 0.115, 0.0, 0.85), (1.50, 0.070, 0.08, 0.72), (1.60, 0.055, 0.15, 0.30))
+#: Width of the line between the closed lips per smiling level 0..3 (face units): darker as the smile grows.
+SMILE_LINE = (0.020, 0.026, 0.034, 0.042)
 
 
 @dataclass
@@ -162,13 +167,26 @@ def hair_colour_field(cv: Canvas, look: "Look", g: Geom) -> np.ndarray:
         ring = np.abs(D.ellipse(cv.X, cv.Y, 0.0, -0.1, g.rx * 0.82, g.ry * 0.62)) - F32(0.025)
         ring = np.maximum(ring, cv.Y + F32(0.25))
         shade = shade + F32(0.3) * cv.cover(ring)
-        return D.shaded(look.hair, shade)
+        out = D.shaded(look.hair, shade)
+        if look.attrs["age"] == 3:
+            _grey_temples(cv, g, out, look.hair)
+        return out
     strands = np.sin(cv.X * F32(110.0) + F32(2.0) * np.sin(cv.Y * F32(7.0) + F32(look.u[35] * 6)))
     shade = shade * (F32(1.0) + F32(0.05 if cv.px < 0.02 else 0.02) * strands)
     out = D.shaded(look.hair, shade)
     if float(np.mean(look.hair)) < 0.2:  # dark hair: add a sheen so the shading shows
         out += (F32(0.10) * np.clip(shade - F32(0.85), 0.0, 1.0))[None]
+    if look.attrs["age"] == 3:
+        _grey_temples(cv, g, out, look.hair)
     return out
+
+
+def _grey_temples(cv: Canvas, g: Geom, out: np.ndarray, hair: tuple) -> None:
+    """Middle age: the hair greys at the temples and above the ears (ages 4/5 grey all of it)."""
+    side = np.clip((np.abs(cv.X) - F32(g.rx * 0.55)) * F32(1.0 / (g.rx * 0.3)), 0.0, 1.0)
+    side *= np.clip((cv.Y + F32(g.ry * 0.55)) * F32(1.0 / (g.ry * 0.3)), 0.0, 1.0)
+    grey = (0.70, 0.70, 0.71) if D.luminance(hair) < 0.55 else (0.52, 0.52, 0.54)
+    out += (side * F32(0.75))[None] * (np.asarray(grey, F32)[:, None, None] - out)
 
 
 def paint_back_hair(cv: Canvas, look: "Look", g: Geom, colour: np.ndarray) -> None:
@@ -199,15 +217,20 @@ def paint_head(cv: Canvas, look: "Look", g: Geom) -> np.ndarray:
     col = D.shaded(look.skin, _shade(w, look, 0.0, -0.05, g.rx * 1.1, g.ry * 1.1, g.anime))
     w.fill(dw, col, SKIN, line=1.3)
     smile = look.attrs["smiling"]
-    # Cheeks: blush for anime and big smiles (raised cheeks).
-    blush = (0.35 if g.anime else 0.12) + 0.06 * max(smile - 2, 0)
-    cy = g.ey + (0.16 if not g.anime else 0.15)
+    # Cheeks: blush for anime and big smiles; from smiling 3 the cheeks rise (higher, rounder, lit apples).
+    raise_ = max(smile - 2, 0)
+    blush = (0.35 if g.anime else 0.12) + 0.08 * raise_
+    cy = g.ey + (0.16 if not g.anime else 0.15) - (0.02 if raise_ else 0.0)
     for s in (-1.0, 1.0):
         cx = s * (g.ex + 0.01)
         v = cv.window(cx - 0.15, cy - 0.12, cx + 0.15, cy + 0.12)
         if v is not None:
-            cheek = D.ellipse(v.X, v.Y, cx, cy, 0.075, 0.045)
+            cheek = D.ellipse(v.X, v.Y, cx, cy, 0.075, 0.045 + 0.01 * min(raise_, 1))
             v.paint(v.cover(cheek * F32(0.25)) * F32(blush), (0.95, 0.45, 0.45), erase_ink=False)
+            if raise_:
+                apple = D.ellipse(v.X, v.Y, cx - s * 0.01, cy - 0.015, 0.05, 0.03)
+                v.paint(v.cover(apple * F32(0.3)) * F32(0.35), mix(look.skin, (1.0, 0.97, 0.94), 0.45),
+                        erase_ink=False)
     paint_wrinkles(cv, look, g)
     return d
 
@@ -221,22 +244,28 @@ def _line(cv: Canvas, box: tuple[float, float, float, float], field, width: floa
 
 
 def paint_wrinkles(cv: Canvas, look: "Look", g: Geom) -> None:
-    """Age lines: forehead lines (1 / 2 / 3 for age 3 / 4 / 5), under-eye lines and (human) nasolabial folds
-    from age 3, crow's feet from age 4, marionette lines at age 5."""
+    """Age lines: forehead lines (2 / 2 / 3 for age 3 / 4 / 5, darker with age), under-eye shadows and lines
+    and (human) nasolabial folds from age 3 (thick enough to read at 32 px; age 3 also greys the temples, see
+    hair_colour_field), crow's feet from age 4, marionette lines at age 5."""
     a = look.attrs["age"]
     wr = AGE_WRINKLE[a]
     if wr == 0:
         return
-    col = scale_rgb(look.skin, 0.5)
-    for k in range(1 if a == 3 else (2 if a == 4 else 3)):
+    col = scale_rgb(look.skin, 0.45)
+    for s in (-1.0, 1.0):  # under-eye shadows (soft, visible at 32 px)
+        v = cv.window(s * g.ex - g.ew - 0.02, g.ey, s * g.ex + g.ew + 0.02, g.ey + g.eh + 0.08)
+        if v is not None:
+            bag = D.ellipse(v.X, v.Y, s * g.ex, g.ey + g.eh + 0.025, g.ew * 0.85, 0.028)
+            v.paint(v.cover(bag * F32(0.4)) * F32(0.22 + 0.12 * wr), scale_rgb(look.skin, 0.55), erase_ink=False)
+    for k in range(2 if a < 5 else 3):
         y, hw = g.brow_y - 0.07 - 0.05 * k, 0.16 - 0.015 * k
-        _line(cv, (-hw, y - 0.04, hw, y + 0.03), lambda X, Y: D.curve_band(X, Y, 0.0, y, hw, -0.02, 0.004),
-              0.02, col, 0.45 + 0.4 * wr)
+        _line(cv, (-hw, y - 0.04, hw, y + 0.03), lambda X, Y: D.curve_band(X, Y, 0.0, y, hw, -0.02, 0.005),
+              0.028, col, 0.5 + 0.4 * wr)
     for s in (-1.0, 1.0):
         fy, fx = (g.ny + g.my) / 2 + 0.01, s * (g.mw + 0.07)
         if not g.anime:  # x as a parabola of y: from the nose wing to beyond the mouth corner
             _line(cv, (fx - 0.05, fy - 0.1, fx + 0.05, fy + 0.1),
-                  lambda X, Y: D.curve_band(Y, X, fy, fx, 0.08, -s * 0.015, 0.004), 0.02, col, 0.35 + 0.45 * wr)
+                  lambda X, Y: D.curve_band(Y, X, fy, fx, 0.08, -s * 0.015, 0.005), 0.03, col, 0.45 + 0.45 * wr)
         by = g.ey + g.eh + (0.03 if not g.anime else 0.025)  # under-eye line / bag
         _line(cv, (s * g.ex - g.ew, by - 0.03, s * g.ex + g.ew, by + 0.04),
               lambda X, Y: D.curve_band(X, Y, s * g.ex, by, g.ew * 0.8, 0.015, 0.004), 0.018, col, 0.3 + 0.5 * wr,
