@@ -49,7 +49,7 @@ def generate(model_fn: ModelFn, *, scheduler_config: dict, shape: tuple[int, int
 
         def chunk_progress(i: int, _total: int, offset: int = done_steps) -> None:
             if progress is not None:
-                progress(offset + i + 1, total)
+                progress(offset + i, total)
 
         x = sample(denoise, (sl.stop - sl.start, *shape), scheduler_config=scheduler_config, sampler=sampler,
                    steps=steps, seeds=list(seeds[sl]), eta=eta, init_noise=init_noise, step_noise=step_noise,
