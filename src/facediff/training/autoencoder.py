@@ -44,7 +44,7 @@ from facediff.models.autoencoder import (
 from facediff.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from facediff.training.data import TrainingData, _resize_all, resolve_dataset
 from facediff.training.loop import _lr_lambda, make_accelerator, step_seed
-from facediff.training.progress import ProgressBar
+from facediff.training.progress import ProgressBar, open_run_logs
 
 AE_META = "facediff.json"  # the export's metadata file (as training/export.py)
 _RESTART_STREAM = 1_000_003  # micro-batch slot of the dead-code restart's generator (never a real micro-batch)
@@ -206,14 +206,7 @@ def train_autoencoder(cfg: RunConfig, out: str | Path, *, resume: bool = False, 
     if usage is not None:
         usage.to(acc.device)
 
-    log_path = out / "logs" / "metrics.jsonl"
-    if main and ckpt is not None and log_path.exists():  # drop rows logged after the checkpoint we resume from
-        rows = [r for r in log_path.read_text().splitlines() if r and json.loads(r)["step"] <= start_step]
-        log_path.write_text("".join(r + "\n" for r in rows))
-    tb = None
-    if main:
-        from torch.utils.tensorboard import SummaryWriter
-        tb = SummaryWriter(str(out / "logs"))
+    log_path, tb = open_run_logs(out, start_step if ckpt is not None else None, main)
 
     def log(row: dict[str, Any]) -> None:
         with open(log_path, "a") as f:

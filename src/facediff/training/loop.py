@@ -33,7 +33,7 @@ from facediff.sampling.generate import attribute_sweep, generate_images
 from facediff.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from facediff.training.data import TrainingData, resolve_dataset
 from facediff.training.export import export_meta, export_model
-from facediff.training.progress import ProgressBar
+from facediff.training.progress import ProgressBar, open_run_logs
 
 
 def _lr_lambda(cfg: RunConfig):
@@ -172,14 +172,7 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, show_progres
 
     ema.to(acc.device)
 
-    log_path = out / "logs" / "metrics.jsonl"
-    if main and ckpt is not None and log_path.exists():  # drop rows logged after the checkpoint we resume from
-        rows = [r for r in log_path.read_text().splitlines() if r and json.loads(r)["step"] <= start_step]
-        log_path.write_text("".join(r + "\n" for r in rows))
-    tb = None
-    if main:
-        from torch.utils.tensorboard import SummaryWriter
-        tb = SummaryWriter(str(out / "logs"))
+    log_path, tb = open_run_logs(out, start_step if ckpt is not None else None, main)
     bar = ProgressBar(tc.max_steps, f"train {cfg.kind}", enabled=show_progress and main, start=start_step)
     world, rank = acc.num_processes, acc.process_index
     nonfinite_run, t_last, imgs_since = 0, time.perf_counter(), 0

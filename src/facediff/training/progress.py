@@ -1,6 +1,10 @@
 """A rich progress bar for long jobs (quiet when disabled or not on a terminal's main process)."""
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Any
+
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 
@@ -29,3 +33,17 @@ class ProgressBar:
     def close(self) -> None:
         if self.enabled:
             self._progress.stop()
+
+
+def open_run_logs(out: Path, resumed_step: int | None, main: bool) -> tuple[Path, Any]:
+    """``logs/metrics.jsonl`` (rows after ``resumed_step`` dropped when resuming) and a TensorBoard writer
+    (None off the main process)."""
+    log_path = Path(out) / "logs" / "metrics.jsonl"
+    if not main:
+        return log_path, None
+    if resumed_step is not None and log_path.exists():  # rows logged after the checkpoint we resume from
+        rows = [r for r in log_path.read_text().splitlines() if r and json.loads(r)["step"] <= resumed_step]
+        log_path.write_text("".join(r + "\n" for r in rows))
+    from torch.utils.tensorboard import SummaryWriter
+
+    return log_path, SummaryWriter(str(Path(out) / "logs"))
