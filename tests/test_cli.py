@@ -75,3 +75,15 @@ def test_data_synth_and_inspect(tmp_path):
     assert res.exit_code == 0, res.output
     assert (tmp_path / "sheet.png").is_file()
     _one_line_error(runner.invoke(app, ["data", "inspect", str(tmp_path)]))
+
+
+def test_bundled_default_model_generates(tmp_path):
+    """The README's first command: no --model means the bundled attribute-conditional model."""
+    out = tmp_path / "faces.png"
+    res = runner.invoke(app, ["sample", "--sweep", "--steps", "2", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    from facediff.models.bundle import load_bundle
+
+    bundle = load_bundle(None)
+    assert bundle.conditional and bundle.attributes == ("bangs", "eyeglasses", "beard", "smiling", "age")
+    assert Image.open(out).size[0] > 6 * bundle.sample_size
