@@ -43,7 +43,7 @@ from facediff.models.autoencoder import (
     latent_channels, quantize, restart_dead_codes, vq_loss)
 from facediff.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from facediff.training.data import TrainingData, _resize_all, resolve_dataset
-from facediff.training.loop import _lr_lambda, make_accelerator, step_seed
+from facediff.training.loop import _lr_lambda, check_run_start, make_accelerator, step_seed
 from facediff.training.progress import ProgressBar, open_run_logs
 
 AE_META = "facediff.json"  # the export's metadata file (as training/export.py)
@@ -154,12 +154,7 @@ def train_autoencoder(cfg: RunConfig, out: str | Path, *, resume: bool = False, 
     out, tc, ac = Path(out), cfg.train, cfg.autoencoder
     if cfg.kind != "autoencoder":
         raise FacediffError(f"kind = {cfg.kind!r}: this trainer handles kind = 'autoencoder'")
-    if (out / "config.json").exists() and not resume:
-        raise FacediffError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
-    if resume and not (out / "config.json").exists():
-        raise FacediffError(f"--resume: {out} holds no run (no config.json)")
-    if tc.mixed_precision == "fp16" and not torch.cuda.is_available():
-        raise FacediffError("[train] mixed_precision = 'fp16' needs a CUDA GPU; use 'bf16' or 'no' on CPU")
+    check_run_start(out, resume, tc.mixed_precision)
     check_config(ac, cfg.data.size)
     perceptual, perceptual_note = build_perceptual(ac)
     acc = make_accelerator(tc.mixed_precision)

@@ -49,6 +49,16 @@ def _lr_lambda(cfg: RunConfig):
     return f
 
 
+def check_run_start(out: Path, resume: bool, mixed_precision: str) -> None:
+    """One-line errors shared by every trainer: run dir vs --resume, and fp16 without CUDA."""
+    if (out / "config.json").exists() and not resume:
+        raise FacediffError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+    if resume and not (out / "config.json").exists():
+        raise FacediffError(f"--resume: {out} holds no run (no config.json)")
+    if mixed_precision == "fp16" and not torch.cuda.is_available():
+        raise FacediffError("[train] mixed_precision = 'fp16' needs a CUDA GPU; use 'bf16' or 'no' on CPU")
+
+
 def make_accelerator(mixed_precision: str, grad_accum: int = 1) -> Accelerator:
     """A fresh Accelerator; the process-wide AcceleratorState is reset first (keeping the distributed
     PartialState) so several runs with different precisions can train in one Python process."""
@@ -108,12 +118,7 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, show_progres
         raise FacediffError(f"kind = {cfg.kind!r}: this trainer handles kind = 'ddpm' and 'ldm'")
     if cfg.kind == "ldm" and not cfg.latent.autoencoder:
         raise FacediffError("[latent] autoencoder is empty: pass --autoencoder AE_RUN_DIR (a trained autoencoder)")
-    if (out / "config.json").exists() and not resume:
-        raise FacediffError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
-    if resume and not (out / "config.json").exists():
-        raise FacediffError(f"--resume: {out} holds no run (no config.json)")
-    if tc.mixed_precision == "fp16" and not torch.cuda.is_available():
-        raise FacediffError("[train] mixed_precision = 'fp16' needs a CUDA GPU; use 'bf16' or 'no' on CPU")
+    check_run_start(out, resume, tc.mixed_precision)
     acc = make_accelerator(tc.mixed_precision, tc.grad_accum)
     main = acc.is_main_process
     if main:
