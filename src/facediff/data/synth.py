@@ -90,6 +90,11 @@ class Look:
     u: np.ndarray = field(repr=False)  # the look's uniform draws, for small per-part variations
 
 
+#: Rendering version written into each prepared set's manifest: bumped whenever the pictures of a given
+#: (seed, index) change (2: bolder smiling levels 0-3, lips visible in beards and on dark skin).
+GENERATOR = "facediff.synth/2"
+
+
 def _check_style(style: str) -> None:
     if style not in STYLES:
         raise FacediffError(f"unknown SynthFaces style {style!r}; use one of: {', '.join(STYLES)}")
@@ -238,4 +243,4 @@ def write_synth(out: str | Path, n: int, size: int = 64, style: str = "human", s
         if progress is not None:
             progress(done, n)
     return writer.close({"source": "synth", "style": style, "seed": int(seed), "crop": "none",
-                         "generator": "facediff.synth/1", "part_names": list(PART_NAMES)})
+                         "generator": GENERATOR, "part_names": list(PART_NAMES)})

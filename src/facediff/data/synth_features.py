@@ -162,6 +162,9 @@ def paint_mouth(cv: Canvas, look: "Look", g: Geom) -> None:
     thin = 0.7 if look.attrs["age"] == 5 else 1.0
     tu, tl = 0.022 * thin, (0.034 if look.gender == "female" else 0.028) * thin
     cap = np.abs(w.X) - F32(hw)
+    lips_col = look.lips
+    if not g.anime and (look.attrs["beard"] >= 3 or D.luminance(look.skin) < 0.35):
+        lips_col = mix(look.lips, (0.88, 0.50, 0.50), 0.55)  # lips in a beard or dark skin: light enough to show
     line_col = mix(look.lips, (0.12, 0.03, 0.03), 0.7)
     if lvl >= 3 and not g.anime:  # smile folds from the nose wings past the mouth corners
         for s in (-1.0, 1.0):
@@ -174,7 +177,7 @@ def paint_mouth(cv: Canvas, look: "Look", g: Geom) -> None:
             top, _ = D.parabola(w.X, w.Y, 0.0, my - lift, hw, lift - tu)
             bot, _ = D.parabola(w.X, w.Y, 0.0, my - lift, hw, lift + tl)
             lips = np.maximum(np.maximum(-top, bot), cap)
-            w.fill(lips, look.lips, MOUTH, line=0.8, ink=0.6)
+            w.fill(lips, lips_col, MOUTH, line=0.8, ink=0.6)
             w.paint(w.cover(np.maximum(np.maximum(-top, mid), cap)) * F32(0.25), (0.2, 0.05, 0.05),
                     erase_ink=False)
         else:
@@ -191,7 +194,7 @@ def paint_mouth(cv: Canvas, look: "Look", g: Geom) -> None:
     if not g.anime:
         lip_top, _ = D.parabola(w.X, w.Y, 0.0, my - lift, hw * 1.04, lift - 0.2 * opening - tu)
         lip_bot, _ = D.parabola(w.X, w.Y, 0.0, my - lift, hw * 1.04, lift + 0.8 * opening + tl)
-        w.fill(np.maximum(np.maximum(-lip_top, lip_bot), np.abs(w.X) - F32(hw * 1.04)), look.lips, MOUTH,
+        w.fill(np.maximum(np.maximum(-lip_top, lip_bot), np.abs(w.X) - F32(hw * 1.04)), lips_col, MOUTH,
                line=0.8, ink=0.6)
     hole = np.maximum(np.maximum(-top, bot), cap)
     a_hole = w.fill(hole, (0.30, 0.07, 0.08), MOUTH, line=1.2)
@@ -224,8 +227,8 @@ def paint_beard(cv: Canvas, look: "Look", g: Geom, moustache: bool) -> None:
     colour = _beard_colour(w, look, g)
     lift = SMILE[look.attrs["smiling"]][1]
     if moustache:
-        hw, half = (0.16, 0.04) if lvl == 5 else (0.14, 0.032)
-        centre = g.my - 0.012 - half - 0.4 * lift  # just above the upper lip; ends droop 0.03 lower
+        hw, half = (0.16, 0.046) if lvl == 5 else (0.145, 0.04)
+        centre = g.my - 0.04 - half - 0.7 * lift  # above the upper lip (rises with the smile); ends droop 0.03
         m = D.curve_band(w.X, w.Y, 0.0, centre + 0.03, hw, -0.03, half, taper=0.5)
         w.fill(m, colour, BEARD, line=1.0)
         return

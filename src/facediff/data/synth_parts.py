@@ -39,13 +39,13 @@ AGE_WRINKLE = (0.0, 0.0, 0.0, 0.6, 0.8, 1.0)
 AGE_SAG = (0.0, 0.0, 0.0, 0.0, 0.012, 0.03)
 
 # Smiling level -> (mouth half-width factor, corner lift, mouth opening, eye opening factor). The closed levels
-# 0..3 must stay apart at 32 px, where the mouth is only a few pixels wide: each one widens the mouth by about a
-# pixel there and lifts the corners by about another (plus a thicker lip line, cheek raise and lower-lid squint
-# from level 3, see paint_mouth / paint_head / the eyes).
-SMILE = ((0.72, 0.000, 0.0, 1.0), (1.00, 0.035, 0.0, 1.0), (1.28, 0.075, 0.0, 0.95),
-         (1.56, 0.115, 0.0, 0.85), (1.50, 0.070, 0.08, 0.72), (1.60, 0.055, 0.15, 0.30))
+# 0..3 must stay apart at 32 px, where one pixel is 0.0625 face units: each one widens the mouth by about 1.5 px
+# there and lifts the corners by about another pixel, with a thicker, darker lip line (plus dimples from level 2,
+# cheek raise and lower-lid squint from level 3, see paint_mouth / paint_head / the eyes).
+SMILE = ((0.62, 0.000, 0.0, 1.0), (1.05, 0.070, 0.0, 1.0), (1.50, 0.140, 0.0, 0.92),
+         (1.90, 0.200, 0.0, 0.80), (1.55, 0.100, 0.09, 0.72), (1.60, 0.070, 0.16, 0.30))
 #: Width of the line between the closed lips per smiling level 0..3 (face units): darker as the smile grows.
-SMILE_LINE = (0.020, 0.026, 0.034, 0.042)
+SMILE_LINE = (0.020, 0.034, 0.050, 0.066)
 
 
 @dataclass

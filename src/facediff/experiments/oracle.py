@@ -25,7 +25,7 @@ def default_oracle_dir() -> Path:
     return Path(str(resources.files("facediff") / "assets" / "oracle"))
 
 
-def train_oracle(out: str | Path | None = None, budget_minutes: float = 30.0, *, n: int = 6000, size: int = 32,
+def train_oracle(out: str | Path | None = None, budget_minutes: float = 40.0, *, n: int = 40000, size: int = 32,
                  style: str = "mixed", seed: int = 0, batch_size: int = 64, lr: float = 2e-3,
                  widths: tuple[int, ...] = (16, 32, 64, 128), feature_dim: int = 256, heldout_n: int = 1200,
                  eval_every: int = 300, data_dir: str | Path | None = None, work_dir: str | Path | None = None,
