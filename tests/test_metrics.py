@@ -111,6 +111,19 @@ def test_kid_near_zero_for_same_distribution_and_grows_with_shift():
     assert abs(same) < 0.02 and shifted > 10 * abs(same) + 0.1
 
 
+def test_eval_kid_uses_every_image_for_the_mean_and_half_subsets_for_the_spread():
+    from facediff.metrics.evaluate import _kid_mean_std
+
+    rng = np.random.default_rng(6)
+    draw = lambda n: (rng.normal(size=(n, 8)), rng.normal(size=(n, 8)) + 0.3)  # noqa: E731
+    x, y = draw(256)
+    mean, std = _kid_mean_std(x, y)
+    assert mean == pytest.approx(fdm.kid(x, y, subsets=1, subset_size=256)[0], rel=1e-12)
+    # the spread is that of KID on fresh half-size samples, not ~0 as with full-size "subsets"
+    fresh = np.std([fdm.kid(*draw(128), subsets=1, subset_size=128)[0] for _ in range(30)])
+    assert fresh / 3 < std < fresh * 3
+
+
 # --- FD paired by condition (seed 002) ------------------------------------------------------------------
 
 def test_fd_by_condition_pairs_groups_and_skips_small_ones():

@@ -135,3 +135,18 @@ def test_fp16_on_cpu_is_a_clear_error(tmp_path, synth16):
     with pytest.raises(FacediffError, match="fp16"):
         api.train("ddpm", TINY, tmp_path / "fp16", overrides=[f"data.path={synth16}", "train.mixed_precision=fp16"],
                   show_progress=False)
+
+
+def test_progress_prints_plain_timestamped_lines_when_stderr_is_a_log_file(capsys, monkeypatch):
+    from facediff.training import progress
+
+    bar = progress.ProgressBar(10, "train", start=0)  # pytest's captured stderr is not a terminal
+    bar.update(4, loss=0.5)  # within PLAIN_EVERY_S of the start: not printed
+    monkeypatch.setattr(progress, "PLAIN_EVERY_S", 0.0)
+    bar.update(6, loss=0.25)
+    bar.set_total(20, 20)
+    bar.close()
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split("] ", 1)[1].rsplit(" ", 2)[0] for line in lines] == [
+        "train: 6/10 (60 %) loss=0.25", "train: 20/20 (100 %)"]
+    assert progress.ProgressBar(5, "quiet", enabled=False).update(5) is None and capsys.readouterr().err == ""

@@ -45,8 +45,7 @@ def prepare(source: str, root: str | Path, out: str | Path, *, size: int = 64, c
     bar = ProgressBar(1, f"prepare {source}", enabled=show_progress)
 
     def progress(done: int, total: int) -> None:
-        if bar.enabled:
-            bar._progress.update(bar._task, total=total, completed=done)
+        bar.set_total(total, done)
 
     try:
         return _prepare(source, root, size, out, crop=crop, sketch=sketch, limit=limit, overwrite=overwrite,
@@ -194,8 +193,7 @@ def sample(model: str | Path | None = None, *, n: int = 16, attrs: str | dict[st
     bar = ProgressBar(1, "sample", enabled=show_progress)
 
     def progress(done: int, total: int) -> None:
-        if bar.enabled:
-            bar._progress.update(bar._task, total=total, completed=done)
+        bar.set_total(total, done)
 
     try:
         x = generate_images(bundle, seeds=seeds, conditions=conditions, sketches=sketches, guidance=guidance,

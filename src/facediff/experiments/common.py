@@ -12,6 +12,7 @@ import json
 import math
 import shutil
 import statistics
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +46,12 @@ class Ctx:
     def steps(self, k: int) -> int:
         """Sampler steps of an evaluation (at most 3 in tiny mode)."""
         return min(k, 3) if self.tiny else k
+
+    def say(self, what: str) -> None:
+        """One progress line on stderr (with the time and the budget left), when progress is shown."""
+        if self.show_progress:
+            print(f"[{time.strftime('%H:%M:%S')}] {self.name}: {what} ({self.left_s() / 60:.1f} min of budget left)",
+                  file=sys.stderr, flush=True)
 
     def data_label(self) -> str:
         """How "ours" is labelled in the tables."""
@@ -144,6 +151,7 @@ def train_arm(ctx: Ctx, name: str, config: Path | None, overrides: Sequence[str]
         return {**{k: v for k, v in s.items() if k != "config"}, "run": str(run), "seconds": None, "reused": True,
                 "images": s["steps"] * tc.get("batch_size", 0) * tc.get("grad_accum", 1)}
     shutil.rmtree(run, ignore_errors=True)
+    ctx.say(f"training arm {name}")
     t = time.time()
     summary = api.train("ddpm", config, run, overrides=list(overrides), show_progress=ctx.show_progress)
     tc = json.loads((run / "config.json").read_text())["train"]
@@ -184,6 +192,7 @@ def evaluate_arm(ctx: Ctx, name: str, model: str | Path | None, data: Path, spli
 
     if n < 48:  # too few images per attribute level for FD by condition (it raises when no group has 2)
         metrics = ",".join(m for m in metrics.split(",") if m != "fd_by_condition")
+    ctx.say(f"evaluating arm {name} (n = {n}, {sampler} {steps} steps)")
     t = time.time()
     r = api.evaluate(model, data, metrics=metrics, n=n, sampler=sampler, steps=steps, guidance=guidance,
                      seed=seed, split=split, init_noise=init_noise, step_noise=step_noise,

@@ -1,11 +1,17 @@
-"""A rich progress bar for long jobs (quiet when disabled or not on a terminal's main process)."""
+"""Progress of long jobs: a rich bar on a terminal, a plain line every ``PLAIN_EVERY_S`` seconds otherwise
+(e.g. a job run with ``nohup ... > log &``), nothing when disabled (off the main process)."""
 from __future__ import annotations
 
 import json
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+
+PLAIN_EVERY_S = 30.0  # seconds between two plain progress lines when stderr is not a terminal
 
 
 class ProgressBar:
@@ -15,6 +21,11 @@ class ProgressBar:
         self.enabled = enabled
         if not enabled:
             return
+        self._plain = not sys.stderr.isatty()
+        if self._plain:  # no live bar in a log file: timestamped lines instead
+            self.description, self.total = description, total
+            self._t0 = self._last = time.monotonic()  # first line after PLAIN_EVERY_S (or at the end)
+            return
         self._progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                                   TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
                                   transient=False)
@@ -22,16 +33,36 @@ class ProgressBar:
         self._task = self._progress.add_task(description, total=total, completed=start, info="")
 
     def update(self, done: int, **fields: float) -> None:
-        if self.enabled:
-            info = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in fields.items())
+        if not self.enabled:
+            return
+        info = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in fields.items())
+        if not self._plain:
             self._progress.update(self._task, completed=done, info=info)
+        elif time.monotonic() - self._last >= PLAIN_EVERY_S or done >= self.total:
+            self._line(done, info)
+
+    def set_total(self, total: int, done: int) -> None:
+        """Change the total (e.g. once a data set's size is known) and move to ``done``."""
+        if not self.enabled:
+            return
+        if self._plain:
+            self.total = total
+            self.update(done)
+        else:
+            self._progress.update(self._task, total=total, completed=done)
+
+    def _line(self, done: int, info: str) -> None:
+        self._last = now = time.monotonic()
+        pct = f" ({100 * done / self.total:.0f} %)" if self.total else ""
+        print(f"[{time.strftime('%H:%M:%S')}] {self.description}: {done}/{self.total}{pct}{' ' + info if info else ''} "
+              f"{now - self._t0:.0f} s", file=sys.stderr, flush=True)
 
     def callback(self):
         """A ``progress(done, total)`` callable for library functions."""
         return lambda done, total: self.update(done)
 
     def close(self) -> None:
-        if self.enabled:
+        if self.enabled and not self._plain:
             self._progress.stop()
 
 
