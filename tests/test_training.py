@@ -144,7 +144,7 @@ def test_progress_prints_plain_timestamped_lines_when_stderr_is_a_log_file(capsy
     bar.update(4, loss=0.5)  # within PLAIN_EVERY_S of the start: not printed
     monkeypatch.setattr(progress, "PLAIN_EVERY_S", 0.0)
     bar.update(6, loss=0.25)
-    bar.set_total(20, 20)
+    bar.set_total(20, 20)  # done, total
     bar.close()
     lines = capsys.readouterr().err.splitlines()
     assert [line.split("] ", 1)[1].rsplit(" ", 2)[0] for line in lines] == [

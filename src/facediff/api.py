@@ -44,12 +44,9 @@ def prepare(source: str, root: str | Path, out: str | Path, *, size: int = 64, c
 
     bar = ProgressBar(1, f"prepare {source}", enabled=show_progress)
 
-    def progress(done: int, total: int) -> None:
-        bar.set_total(total, done)
-
     try:
         return _prepare(source, root, size, out, crop=crop, sketch=sketch, limit=limit, overwrite=overwrite,
-                        progress=progress)
+                        progress=bar.set_total)
     finally:
         bar.close()
 
@@ -192,13 +189,10 @@ def sample(model: str | Path | None = None, *, n: int = 16, attrs: str | dict[st
     size = bundle.sample_size
     bar = ProgressBar(1, "sample", enabled=show_progress)
 
-    def progress(done: int, total: int) -> None:
-        bar.set_total(total, done)
-
     try:
         x = generate_images(bundle, seeds=seeds, conditions=conditions, sketches=sketches, guidance=guidance,
                             per_attribute_scales=scales, sampler=sampler, steps=steps, eta=eta,
-                            init_noise=init_noise, step_noise=step_noise, batch_size=batch_size, progress=progress)
+                            init_noise=init_noise, step_noise=step_noise, batch_size=batch_size, progress=bar.set_total)
     finally:
         bar.close()
     images = to_uint8(x)

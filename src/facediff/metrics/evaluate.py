@@ -162,7 +162,7 @@ def evaluate(model: str | Path | None, data: str | Path, *, metrics: str | list[
         x = generate_images(bundle, seeds=[seed * 100003 + i for i in range(n)], conditions=conditions,
                             sketches=sketches, guidance=guidance, sampler=sampler, steps=steps, batch_size=batch_size,
                             init_noise=init_noise, step_noise=step_noise,
-                            progress=lambda d, tot: bar.set_total(tot, d))
+                            progress=bar.set_total)
     finally:
         bar.close()
     seconds = time.perf_counter() - t0

@@ -41,8 +41,9 @@ class ProgressBar:
         elif time.monotonic() - self._last >= PLAIN_EVERY_S or done >= self.total:
             self._line(done, info)
 
-    def set_total(self, total: int, done: int) -> None:
-        """Change the total (e.g. once a data set's size is known) and move to ``done``."""
+    def set_total(self, done: int, total: int) -> None:
+        """Move to ``done`` of a (possibly new) ``total``: a ``progress(done, total)`` callback for library
+        functions that learn the total as they go."""
         if not self.enabled:
             return
         if self._plain:
