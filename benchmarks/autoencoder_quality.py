@@ -1,8 +1,9 @@
-"""Autoencoder quality per CPU budget: train ``configs/vq-f4-64.toml`` for ``--minutes`` and report held-out
+"""Autoencoder quality per CPU budget: train ``--config`` (default ``configs/vq-f4-64.toml``) for ``--minutes`` and report held-out
 PSNR / SSIM / codebook usage on SynthFaces (val split) and PSNR on a real photo's face (scikit-image's
 ``astronaut``, rows 20..200 x cols 140..320 of the 512x512 image, resized to the model size).
 
-    nice python benchmarks/autoencoder_quality.py --minutes 40 --out runs/bench-vq-f4-64 --json results.json
+    OMP_NUM_THREADS=1 python benchmarks/autoencoder_quality.py --set train.mixed_precision=bf16 --minutes 130 \
+        --threads 1 --out runs/bench-vq-f4-64          # --config configs/kl-f4-64.toml for the KL twin
 
 ``--resume`` continues a run (the budget counts from the restart). Results go to ``--json`` (default
 RUN_DIR/benchmark.json).
@@ -56,7 +57,7 @@ def main(argv: list[str] | None = None) -> dict:
         from facediff.config import load_config_json
         cfg = load_config_json(Path(args.out) / "config.json")
     t0 = time.perf_counter()
-    summary = train_autoencoder(cfg, args.out, resume=args.resume, show_progress=sys.stderr.isatty(),
+    summary = train_autoencoder(cfg, args.out, resume=args.resume, show_progress=True,
                                 time_budget_s=args.minutes * 60)
     ae, meta = load_autoencoder(args.out)
     result = {"config": args.config, "sets": args.sets, "minutes_budget": args.minutes,
