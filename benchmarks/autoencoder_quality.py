@@ -1,6 +1,8 @@
-"""Autoencoder quality per CPU budget: train ``--config`` (default ``configs/vq-f4-64.toml``) for ``--minutes`` and report held-out
-PSNR / SSIM / codebook usage on SynthFaces (val split) and PSNR on a real photo's face (scikit-image's
-``astronaut``, rows 20..200 x cols 140..320 of the 512x512 image, resized to the model size).
+"""Autoencoder quality per CPU budget: train --config for --minutes, report held-out PSNR / SSIM.
+
+The config defaults to ``configs/vq-f4-64.toml``. Reported: PSNR / SSIM / codebook usage on SynthFaces (val
+split) and PSNR on a real photo's face (scikit-image's ``astronaut``, rows 20..200 x cols 140..320 of the
+512x512 image, resized to the model size).
 
     OMP_NUM_THREADS=1 python benchmarks/autoencoder_quality.py --set train.mixed_precision=bf16 --minutes 130 \
         --threads 1 --out runs/bench-vq-f4-64          # --config configs/kl-f4-64.toml for the KL twin
@@ -13,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
