@@ -1,11 +1,11 @@
 """Autoencoder quality per CPU budget: train --config for --minutes, report held-out PSNR / SSIM.
 
-The config defaults to ``configs/vq-f4-64.toml``. Reported: PSNR / SSIM / codebook usage on SynthFaces (val
+The config defaults to ``vq-f4-64` (src/facediff/presets/vq-f4-64.toml)`. Reported: PSNR / SSIM / codebook usage on SynthFaces (val
 split) and PSNR on a real photo's face (scikit-image's ``astronaut``, rows 20..200 x cols 140..320 of the
 512x512 image, resized to the model size).
 
     OMP_NUM_THREADS=1 python benchmarks/autoencoder_quality.py --set train.mixed_precision=bf16 --minutes 130 \
-        --threads 1 --out runs/bench-vq-f4-64          # --config configs/kl-f4-64.toml for the KL twin
+        --threads 1 --out runs/bench-vq-f4-64          # --config kl-f4-64 for the KL twin
 
 ``--resume`` continues a run (the budget counts from the restart). Results go to ``--json`` (default
 RUN_DIR/benchmark.json).
@@ -39,7 +39,7 @@ def astronaut_face(size: int) -> np.ndarray | None:
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--minutes", type=float, default=40.0, help="training wall-clock budget")
-    ap.add_argument("--config", default=str(REPO / "configs" / "vq-f4-64.toml"))
+    ap.add_argument("--config", default=str("vq-f4-64"))
     ap.add_argument("--set", dest="sets", action="append", default=[], help="override section.key=value")
     ap.add_argument("--out", default=str(REPO / "runs" / "bench-vq-f4-64"), help="run directory")
     ap.add_argument("--json", default=None, help="result JSON (default RUN_DIR/benchmark.json)")

@@ -81,7 +81,7 @@ def ours(data_dir: Path, size: int, batch: int, steps: int, warmup: int, channel
     from facediff.config import load_config
 
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = load_config(REPO / "configs" / "tiny-ddpm.toml", [
+        cfg = load_config("tiny-ddpm", [
             f"data.path={data_dir}", f"data.size={size}", "data.split=", "model.conditioning=none",
             f"model.block_out_channels={channels}", "model.layers_per_block=2", "model.attention_resolutions=[8]",
             "model.attention_head_dim=32", "model.norm_num_groups=16", "diffusion.num_train_timesteps=1000",

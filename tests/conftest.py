@@ -21,11 +21,11 @@ def synth16(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory, synth16) -> Path:
-    """A finished tiny attribute-conditional run (configs/tiny-ddpm.toml, shortened)."""
+    """A finished tiny attribute-conditional run (preset tiny-ddpm, shortened)."""
     from facediff import api
 
     out = tmp_path_factory.mktemp("runs") / "tiny"
-    api.train("ddpm", REPO / "configs" / "tiny-ddpm.toml", out,
+    api.train("ddpm", "tiny-ddpm", out,
               overrides=[f"data.path={synth16}", "train.max_steps=6", "train.checkpoint_every=3",
-                         "train.log_every=1"], show_progress=False)
+                         "train.log_every=1"])
     return out

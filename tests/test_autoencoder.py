@@ -24,7 +24,7 @@ STEPS = 4  # the discriminator starts at step 2 and dead codes restart at steps 
 
 
 def _cfg(kind: str, data: Path, steps: int = STEPS):
-    return load_config(REPO / "configs" / f"tiny-{kind}.toml",
+    return load_config(f"tiny-{kind}",
                        [f"data.path={data}", f"train.max_steps={steps}", "train.checkpoint_every=2",
                         "train.log_every=1", "train.batch_size=8", "autoencoder.disc_start=2",
                         "autoencoder.dead_code_restart=2", "autoencoder.eval_n=8"])
@@ -40,7 +40,7 @@ def runs(tmp_path_factory, synth16) -> dict[str, Path]:
     out = {}
     for kind in ("vq", "kl"):
         out[kind] = tmp_path_factory.mktemp("ae") / kind
-        train_autoencoder(_cfg(kind, synth16), out[kind], show_progress=False)
+        train_autoencoder(_cfg(kind, synth16), out[kind])
     return out
 
 
@@ -55,17 +55,18 @@ def test_tiny_run_exports_for_plain_diffusers(runs, kind, synth16):
               "discriminator.optimizer.safetensors", "trainer.json"):
         assert (ckpt / f).is_file(), f
     assert (ckpt / "code_usage.safetensors").is_file() == (kind == "vq")
-    meta = json.loads((run / "export" / "facediff.json").read_text())
-    assert meta["kind"] == "autoencoder" and meta["ae_kind"] == kind and meta["downsample"] == 4
+    vae_cfg = json.loads((run / "export" / "vae" / "config.json").read_text())
+    assert vae_cfg["_class_name"] == ("VQModel" if kind == "vq" else "AutoencoderKL")
+    assert 2 ** (len(vae_cfg["block_out_channels"]) - 1) == 4 and vae_cfg["sample_size"] == 16
     cls = VQModel if kind == "vq" else AutoencoderKL
     plain = cls.from_pretrained(run / "export" / "vae").eval()  # plain diffusers, no facediff code
     x = torch.rand(2, 3, 16, 16) * 2 - 1
     with torch.no_grad():
         lat = plain.encode(x).latents if kind == "vq" else plain.encode(x).latent_dist.mean
-        assert lat.shape == (2, meta["latent_channels"], 4, 4)
+        assert lat.shape == (2, 4, 4, 4)
         assert plain.decode(lat).sample.shape == x.shape
-    ae, meta2 = load_autoencoder(run)  # a run dir resolves to its export
-    assert type(ae) is cls and meta2["sample_size"] == 16
+    ae = load_autoencoder(run)  # a run dir resolves to its export
+    assert type(ae) is cls and ae.config.sample_size == 16
     summary = json.loads((run / "logs" / "summary.json").read_text())
     assert summary["perceptual_loss"] and summary["heldout"] is True
     assert summary["eval"]["psnr"] > 0 and 0 < summary["eval"]["ssim"] <= 1
@@ -81,9 +82,9 @@ def test_tiny_run_exports_for_plain_diffusers(runs, kind, synth16):
 
 def test_resume_reproduces_uninterrupted_losses(runs, synth16, tmp_path):
     part = tmp_path / "part"
-    train_autoencoder(_cfg("vq", synth16, steps=2), part, show_progress=False)
+    train_autoencoder(_cfg("vq", synth16, steps=2), part)
     cfg = load_config_json(part / "config.json")
-    train_autoencoder(replace(cfg, train=replace(cfg.train, max_steps=STEPS)), part, resume=True, show_progress=False)
+    train_autoencoder(replace(cfg, train=replace(cfg.train, max_steps=STEPS)), part, resume=True)
     a, b = _train_rows(runs["vq"]), _train_rows(part)
     assert [r["step"] for r in a] == [r["step"] for r in b]
     for ra, rb in zip(a, b):
@@ -94,7 +95,7 @@ def test_resume_reproduces_uninterrupted_losses(runs, synth16, tmp_path):
 
 def test_existing_run_needs_resume(runs):
     with pytest.raises(FacediffError, match="--resume"):
-        train_autoencoder(load_config_json(runs["kl"] / "config.json"), runs["kl"], show_progress=False)
+        train_autoencoder(load_config_json(runs["kl"] / "config.json"), runs["kl"])
 
 
 @pytest.mark.parametrize("kind", ["vq", "kl"])
@@ -183,7 +184,7 @@ def test_reconstruction_metrics_match_definition(runs, synth16):
     from facediff.data.prepared import PreparedDataset
     from facediff.metrics.reconstruction import reconstruct_images, reconstruction_metrics
 
-    ae, _ = load_autoencoder(runs["vq"] / "export")
+    ae = load_autoencoder(runs["vq"] / "export")
     images = PreparedDataset(synth16, split="val").images()
     res = reconstruction_metrics(ae, images, batch=4)
     x, x_hat, counts = reconstruct_images(ae, images)
@@ -191,7 +192,7 @@ def test_reconstruction_metrics_match_definition(runs, synth16):
     assert res["psnr"] == pytest.approx(float((10 * torch.log10(1 / mse)).mean()), rel=1e-4)
     assert counts.sum() == len(images) * 4 * 4 and res["codebook_usage"] == pytest.approx(
         float((counts > 0).double().mean()))
-    from facediff.metrics.reconstruction import evaluate_autoencoder
+    from facediff.evaluation.autoencoder import evaluate_autoencoder
 
     assert evaluate_autoencoder(runs["vq"], synth16, n=100)["psnr"] == pytest.approx(res["psnr"])
 
@@ -201,9 +202,9 @@ def test_load_unexported_run_from_checkpoint(runs, tmp_path):
 
     run = tmp_path / "run"
     shutil.copytree(runs["kl"], run, ignore=shutil.ignore_patterns("export", "cache"))
-    ae, meta = load_autoencoder(run)
-    ref, _ = load_autoencoder(runs["kl"] / "export")
-    assert meta["ae_kind"] == "kl"
+    ae = load_autoencoder(run)
+    ref = load_autoencoder(runs["kl"] / "export")
+    assert type(ae).__name__ == "AutoencoderKL"
     for (k, a), b in zip(ae.state_dict().items(), ref.state_dict().values()):
         assert torch.equal(a, b), k
 
@@ -212,7 +213,7 @@ def test_bad_config_is_one_line_error(tmp_path, synth16):
     cfg = _cfg("vq", synth16)
     bad = replace(cfg, autoencoder=replace(cfg.autoencoder, block_out_channels=(8, 8, 8, 8, 8, 8)))
     with pytest.raises(FacediffError, match="not divisible") as e:
-        train_autoencoder(bad, tmp_path / "bad", show_progress=False)
+        train_autoencoder(bad, tmp_path / "bad")
     assert "\n" not in str(e.value)
     with pytest.raises(FacediffError, match="neither"):
         load_autoencoder(tmp_path)

@@ -82,8 +82,8 @@ def test_bundled_default_model_generates(tmp_path):
     out = tmp_path / "faces.png"
     res = runner.invoke(app, ["sample", "--sweep", "--steps", "2", "--out", str(out)])
     assert res.exit_code == 0, res.output
-    from facediff.models.bundle import load_bundle
+    from facediff.pipelines.load import load_pipeline
 
-    bundle = load_bundle(None)
+    bundle = load_pipeline(None)
     assert bundle.conditional and bundle.attributes == ("bangs", "eyeglasses", "beard", "smiling", "age")
     assert Image.open(out).size[0] > 6 * bundle.sample_size

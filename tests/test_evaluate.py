@@ -8,12 +8,12 @@ import pytest
 
 from facediff import api
 from facediff.errors import FacediffError
-from facediff.metrics.evaluate import sketch_fidelity
+from facediff.evaluation.evaluate import sketch_fidelity
 
 
 def test_evaluate_tiny_run_writes_metrics_and_report(tiny_run, synth16, tmp_path):
     out = tmp_path / "eval"
-    res = api.evaluate(tiny_run, synth16, n=8, steps=3, out=out, show_progress=False,
+    res = api.evaluate(tiny_run, synth16, n=8, steps=3, out=out,
                        metrics="fd,kid,fd_by_condition,attr,faces,diversity,timing")
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["fd_oracle"] == pytest.approx(res["fd_oracle"])
@@ -29,7 +29,7 @@ def test_evaluate_tiny_run_writes_metrics_and_report(tiny_run, synth16, tmp_path
 
 def test_unknown_metric_is_an_error(tiny_run, synth16):
     with pytest.raises(FacediffError, match="unknown"):
-        api.evaluate(tiny_run, synth16, metrics="fd,fid_magic", n=8, show_progress=False)
+        api.evaluate(tiny_run, synth16, metrics="fd,fid_magic", n=8)
 
 
 def test_sketch_fidelity_identity_and_shift():

@@ -53,9 +53,9 @@ def tiny_model(tmp_path_factory, one_thread) -> Path:
 
     root = tmp_path_factory.mktemp("exp_model")
     data = write_synth(root / "data", n=64, size=16, style="human")
-    api.train("ddpm", Path(__file__).resolve().parent.parent / "configs" / "tiny-ddpm.toml", root / "run",
+    api.train("ddpm", "tiny-ddpm", root / "run",
               overrides=[f"data.path={data}", "train.max_steps=2", "train.checkpoint_every=0",
-                         "train.sample_steps=1"], show_progress=False)
+                         "train.sample_steps=1"])
     return root / "run"
 
 
@@ -83,7 +83,7 @@ def test_recipe_writes_its_table(name, tmp_path, tiny_model, monkeypatch):
         monkeypatch.setattr("facediff.experiments.oracle.train_oracle", _fake_train_oracle)
     model = None if RECIPES[name].trains and name != "seed002-baselines" else tiny_model
     run_experiment(name, tmp_path / name, size=16, model=model, n_eval=8, budget_minutes=1,
-                         show_progress=False, tiny=True)
+                         tiny=True)
     for f in ("results.json", "results.md", "report.html"):
         assert (tmp_path / name / f).is_file(), f
     saved = json.loads((tmp_path / name / "results.json").read_text())

@@ -17,20 +17,23 @@ REPO = Path(__file__).resolve().parent.parent
 @pytest.fixture(scope="module")
 def ldm_run(tmp_path_factory, synth16) -> Path:
     root = tmp_path_factory.mktemp("ldm")
-    api.train("autoencoder", REPO / "configs" / "tiny-vq.toml", root / "vq",
-              overrides=[f"data.path={synth16}", "train.max_steps=4", "autoencoder.disc_start=2"], show_progress=False)
-    api.train("ldm", REPO / "configs" / "tiny-ldm.toml", root / "ldm",
+    api.train("autoencoder", "tiny-vq", root / "vq",
+              overrides=[f"data.path={synth16}", "train.max_steps=4", "autoencoder.disc_start=2"])
+    api.train("ldm", "tiny-ldm", root / "ldm",
               overrides=[f"data.path={synth16}", f"latent.autoencoder={root / 'vq'}", "train.max_steps=4",
-                         "train.checkpoint_every=2", "train.log_every=1"], show_progress=False)
+                         "train.checkpoint_every=2", "train.log_every=1"])
     return root / "ldm"
 
 
 def test_scale_factor_from_data_is_stored(ldm_run):
     cfg = json.loads((ldm_run / "config.json").read_text())
-    meta = json.loads((ldm_run / "export" / "facediff.json").read_text())
+    vae_cfg = json.loads((ldm_run / "export" / "vae" / "config.json").read_text())
+    index = json.loads((ldm_run / "export" / "model_index.json").read_text())
     assert cfg["latent"]["scale_factor"] > 0
-    assert meta["scale_factor"] == pytest.approx(cfg["latent"]["scale_factor"])
-    assert meta["latent_size"] == 4 and meta["sketch"] is True
+    assert vae_cfg["scaling_factor"] == pytest.approx(cfg["latent"]["scale_factor"])  # diffusers' convention
+    assert index["_class_name"] == "FacediffPipeline" and index["sketch"] is True and index["vae"][1] == "VQModel"
+    pipe = api.load(ldm_run)
+    assert pipe.is_latent and pipe.takes_sketch and pipe.latent_shape == (4, 4, 4) and pipe.sample_size == 16
 
 
 def test_latents_cached_and_standardised(ldm_run):
@@ -46,40 +49,40 @@ def test_sample_with_sketch_changes_output(ldm_run, synth16, tmp_path):
     from facediff.data.prepared import PreparedDataset
 
     sk = PreparedDataset(synth16).sketches([0])[0]
-    a = api.sample(ldm_run, n=2, steps=3, sketch=sk, show_progress=False)["images"]
-    b = api.sample(ldm_run, n=2, steps=3, show_progress=False)["images"]
+    a = api.sample(ldm_run, n=2, steps=3, sketch=sk)["images"]
+    b = api.sample(ldm_run, n=2, steps=3)["images"]
     assert a.shape == (2, 16, 16, 3)
     assert not np.array_equal(a, b)
     with pytest.raises(FacediffError, match="cannot read"):
-        api.sample(ldm_run, n=1, steps=2, sketch=tmp_path / "missing.png", show_progress=False)
+        api.sample(ldm_run, n=1, steps=2, sketch=tmp_path / "missing.png")
 
 
 def test_export_loads_with_plain_diffusers(ldm_run):
     from diffusers import DDPMScheduler, UNet2DConditionModel, VQModel
 
     ex = ldm_run / "export"
-    meta = json.loads((ex / "facediff.json").read_text())
+    index = json.loads((ex / "model_index.json").read_text())
     vae = VQModel.from_pretrained(ex / "vae")
     unet = UNet2DConditionModel.from_pretrained(ex / "unet")
     sched = DDPMScheduler.from_pretrained(ex / "scheduler")
-    z = torch.randn(1, meta["latent_channels"], 4, 4)
+    z = torch.randn(1, vae.config.latent_channels, 4, 4)
     sketch = torch.zeros(1, 1, 4, 4)
-    c = torch.zeros(1, len(meta["attributes"]) * meta["num_levels"])
+    c = torch.zeros(1, len(index["attributes"]) * index["num_levels"])
     sched.set_timesteps(2)
     for t in sched.timesteps:
         eps = unet(torch.cat([z, sketch], 1), t, encoder_hidden_states=None, class_labels=c).sample
         z = sched.step(eps, t, z).prev_sample
-    img = vae.decode(z / meta["scale_factor"]).sample
+    img = vae.decode(z / vae.config.scaling_factor).sample
     assert img.shape == (1, 3, 16, 16) and torch.isfinite(img).all()
 
 
 def test_ldm_needs_autoencoder(tmp_path):
     with pytest.raises(FacediffError, match="autoencoder"):
-        api.train("ldm", REPO / "configs" / "tiny-ldm.toml", tmp_path / "x", show_progress=False)
+        api.train("ldm", "tiny-ldm", tmp_path / "x")
 
 
 def test_eval_on_autoencoder_reports_reconstruction(ldm_run, synth16, tmp_path):
-    res = api.evaluate(ldm_run.parent / "vq", synth16, n=8, out=tmp_path / "ae_eval", show_progress=False)
+    res = api.evaluate(ldm_run.parent / "vq", synth16, n=8, out=tmp_path / "ae_eval")
     assert 0 < res["psnr"] < 100 and 0 < res["ssim"] <= 1
     assert 0 < res["codebook_usage"] <= 1 and res["perplexity"] >= 1
     assert res["fd_oracle"] is not None and res["fd_oracle"] >= 0
@@ -87,6 +90,6 @@ def test_eval_on_autoencoder_reports_reconstruction(ldm_run, synth16, tmp_path):
 
 
 def test_eval_of_sketch_ldm_measures_sketch_fidelity(ldm_run, synth16, tmp_path):
-    res = api.evaluate(ldm_run, synth16, metrics="fd,sketch", n=8, steps=2, show_progress=False)
+    res = api.evaluate(ldm_run, synth16, metrics="fd,sketch", n=8, steps=2)
     assert 0 <= res["sketch"]["edge_f1"] <= 1
     assert res["floor_real_vs_real"]["sketch"]["edge_f1"] == pytest.approx(1.0)

@@ -112,7 +112,7 @@ def test_kid_near_zero_for_same_distribution_and_grows_with_shift():
 
 
 def test_eval_kid_uses_every_image_for_the_mean_and_half_subsets_for_the_spread():
-    from facediff.metrics.evaluate import _kid_mean_std
+    from facediff.evaluation.evaluate import _kid_mean_std
 
     rng = np.random.default_rng(6)
     draw = lambda n: (rng.normal(size=(n, 8)), rng.normal(size=(n, 8)) + 0.3)  # noqa: E731

@@ -9,14 +9,20 @@ from facediff.config import ATTRIBUTES, NUM_LEVELS, DiffusionConfig
 from facediff.diffusion.process import NoiseProcess
 from facediff.diffusion.schedules import scheduler_config
 from facediff.errors import FacediffError
-from facediff.sampling.conditioning import (
-    attr_batch,
-    attr_vector,
-    guided_denoiser,
-    parse_attrs,
-    parse_scales,
-)
-from facediff.sampling.samplers import SAMPLERS, sample, to_uint8
+from facediff.conditioning.attributes import attr_batch, attr_vector, parse_attrs, parse_scales
+from facediff.conditioning.condition import Condition
+from facediff.conditioning.conditioner import Conditioner
+from facediff.imaging import to_uint8
+from facediff.registry import SAMPLERS
+from facediff.sampling.guidance import guided_denoiser as _guided_denoiser
+from facediff.sampling.samplers import sample
+
+
+def guided_denoiser(model_fn, cond, guidance, per_attribute_scales=None):
+    """The sampler's denoiser for attribute one-hots ``cond`` (None: unconditional), through the conditioner."""
+    c = Condition() if cond is None else Condition(class_labels=cond)
+    branches = Conditioner(ATTRIBUTES, NUM_LEVELS).branches(c, guidance, per_attribute_scales)
+    return _guided_denoiser(model_fn, branches)
 
 SHAPE = (3, 3, 8, 8)
 MU, S = 0.3, 0.5  # Gaussian data: x0 ~ N(MU, S^2) per pixel
@@ -152,7 +158,7 @@ def test_progress_and_timesteps(sampler: str) -> None:
         ts.append(t[0])
         return torch.zeros_like(x)
 
-    _run(proc, den, sampler, 8, progress=lambda d, n: calls.append((d, n)))
+    _run(proc, den, sampler, 8, callback=lambda d, n, x: calls.append((d, n)))
     total = calls[0][1]
     assert [c[0] for c in calls] == list(range(1, total + 1)) and all(c[1] == total for c in calls)
     assert total == (2 * 8 - 2 if sampler == "heun" else 8) == len(ts)
@@ -162,13 +168,13 @@ def test_progress_and_timesteps(sampler: str) -> None:
 def test_sample_argument_errors() -> None:
     proc = _process("linear", "epsilon", T=100)
     den = gauss_oracle(proc)
-    with pytest.raises(FacediffError, match="unknown sampler"):
+    with pytest.raises(FacediffError, match="sampler .plms.: choose one of"):
         _run(proc, den, "plms")
     with pytest.raises(FacediffError, match="seeds"):
         _run(proc, den, "ddim", seeds=[0])
     with pytest.raises(FacediffError, match="steps"):
         _run(proc, den, "ddim", steps=101)
-    with pytest.raises(FacediffError, match="init_noise"):
+    with pytest.raises(FacediffError, match="init_noise .uniform.: choose"):
         _run(proc, den, "ddim", init_noise="uniform")
     big = _process("linear", "epsilon", T=10000)  # alpha_bar_T ~ 1e-44: sigma overflows float32
     with pytest.raises(FacediffError, match="ddpm or ddim"):
@@ -182,7 +188,7 @@ def test_to_uint8() -> None:
     assert isinstance(u, np.ndarray) and u.dtype == np.uint8 and u.shape == (2, 2, 2, 3)
     assert u[0, :, :, 0].tolist() == [[0, 128], [255, 255]]
     assert to_uint8(x[:, :1]).shape == (2, 2, 2, 3)
-    with pytest.raises(FacediffError):
+    with pytest.raises(ValueError):
         to_uint8(torch.zeros(1, 4, 2, 2))
 
 
@@ -191,13 +197,14 @@ D = len(ATTRIBUTES) * NUM_LEVELS
 
 
 class CountingModel:
-    """model_fn(x, t, cond): records call batch sizes and conds; output depends non-linearly on cond."""
+    """model_fn(x, t, class_labels=...): records call batch sizes and conds; output depends non-linearly on cond."""
 
     def __init__(self) -> None:
         self.calls: list[tuple[int, torch.Tensor | None]] = []
         self.w = torch.randn(D, 3, generator=torch.Generator().manual_seed(5))
 
-    def __call__(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, t: torch.Tensor, class_labels: torch.Tensor | None = None) -> torch.Tensor:
+        cond = class_labels
         assert t.shape == (x.shape[0],)
         self.calls.append((x.shape[0], None if cond is None else cond.clone()))
         c = torch.zeros(x.shape[0], D) if cond is None else cond
@@ -271,15 +278,19 @@ def test_per_attribute_guidance_with_context(guidance: float) -> None:
 def test_guided_denoiser_errors() -> None:
     with pytest.raises(FacediffError, match="unknown attribute 'smilng'"):
         guided_denoiser(CountingModel(), _cond(), 2.0, per_attribute_scales={"smilng": 2.0})
+    with pytest.raises(FacediffError, match="attribute-conditional"):
+        Conditioner().branches(Condition(), 2.0, {"smiling": 2.0})
     with pytest.raises(FacediffError, match="shape"):
-        guided_denoiser(CountingModel(), torch.zeros(2, 7), 2.0)
+        Conditioner(sketch_size=4).encode(2, sketch=torch.zeros(2, 1, 3, 3))
+    with pytest.raises(ValueError, match="different fields"):
+        Condition.cat([Condition(class_labels=torch.zeros(1, 3)), Condition(concat=torch.zeros(1, 1, 2, 2))])
 
 
 def test_guided_denoiser_inside_sampler_one_call_per_step() -> None:
     proc = _process("linear", "epsilon")
     batches: list[int] = []
 
-    def model_fn(x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
+    def model_fn(x: torch.Tensor, t: torch.Tensor, class_labels: torch.Tensor | None = None) -> torch.Tensor:
         batches.append(x.shape[0])
         return gauss_oracle(proc)(x, t)
 
@@ -294,7 +305,7 @@ def test_attr_vector_and_parsing() -> None:
     assert v[ATTRIBUTES.index("smiling") * NUM_LEVELS + 5] == 1 and v[0] == 1
     assert torch.equal(attr_vector(None), torch.zeros(D)) and torch.equal(attr_vector({}), torch.zeros(D))
     assert attr_vector({"b": 1}, attributes=("a", "b"), num_levels=3).tolist() == [0, 0, 0, 0, 1, 0]
-    with pytest.raises(FacediffError, match=r"unknown attribute 'smilng' \(known: bangs, eyeglasses"):
+    with pytest.raises(FacediffError, match=r"unknown attribute 'smilng' for this model \(known: bangs, eyeglasses"):
         attr_vector({"smilng": 1})
     with pytest.raises(FacediffError, match="0..5"):
         attr_vector({"smiling": 6})

@@ -16,7 +16,7 @@ from facediff.errors import FacediffError
 from facediff.training.checkpoint import latest_checkpoint
 
 REPO = Path(__file__).resolve().parent.parent
-TINY = REPO / "configs" / "tiny-ddpm.toml"
+TINY = "tiny-ddpm"
 
 
 def _losses(run: Path) -> list[tuple[int, float]]:
@@ -33,16 +33,16 @@ def test_tiny_run_layout(tiny_run):
     assert (tiny_run / "export" / "unet" / "diffusion_pytorch_model.safetensors").is_file()
     assert list((tiny_run / "samples").glob("*.png"))
     assert len(_losses(tiny_run)) == 6
-    assert any((tiny_run / "logs").glob("events.out.tfevents.*"))
+    assert any((tiny_run / "logs").rglob("events.out.tfevents.*"))  # Accelerator(log_with="tensorboard")
 
 
 def test_resume_reproduces_uninterrupted_losses(tmp_path, synth16):
     common = [f"data.path={synth16}", "train.log_every=1", "train.checkpoint_every=3", "train.batch_size=8"]
     full = tmp_path / "full"
-    api.train("ddpm", TINY, full, overrides=common + ["train.max_steps=6"], show_progress=False)
+    api.train("ddpm", TINY, full, overrides=common + ["train.max_steps=6"])
     part = tmp_path / "part"
-    api.train("ddpm", TINY, part, overrides=common + ["train.max_steps=3"], show_progress=False)
-    api.train("ddpm", None, part, overrides=["train.max_steps=6"], resume=True, show_progress=False)
+    api.train("ddpm", TINY, part, overrides=common + ["train.max_steps=3"])
+    api.train("ddpm", None, part, overrides=["train.max_steps=6"], resume=True)
     a, b = _losses(full), _losses(part)
     assert [s for s, _ in a] == [s for s, _ in b] == list(range(1, 7))
     for (_, la), (_, lb) in zip(a, b):
@@ -60,14 +60,13 @@ def test_interrupted_checkpoint_leaves_previous_loadable(tiny_run, tmp_path):
 
 def test_refuses_to_overwrite_a_run(tiny_run):
     with pytest.raises(FacediffError, match="already holds a run"):
-        api.train("ddpm", TINY, tiny_run, show_progress=False)
+        api.train("ddpm", TINY, tiny_run)
 
 
 def test_nonfinite_guard_stops_with_clear_message(tmp_path, synth16):
     with pytest.raises(FacediffError, match="non-finite losses in a row"):
         api.train("ddpm", TINY, tmp_path / "nan", overrides=[f"data.path={synth16}", "train.lr=1e30",
-                  "train.grad_clip=0", "train.max_nonfinite=2", "train.max_steps=30", "train.warmup_steps=1"],
-                  show_progress=False)
+                  "train.grad_clip=0", "train.max_nonfinite=2", "train.max_steps=30", "train.warmup_steps=1"])
 
 
 def test_unconditional_export_loads_in_plain_ddpm_pipeline(tmp_path, synth16):
@@ -75,7 +74,7 @@ def test_unconditional_export_loads_in_plain_ddpm_pipeline(tmp_path, synth16):
 
     run = tmp_path / "uncond"
     api.train("ddpm", TINY, run, overrides=[f"data.path={synth16}", "model.conditioning=none",
-                                            "train.max_steps=2"], show_progress=False)
+                                            "train.max_steps=2"])
     pipe = DDPMPipeline.from_pretrained(run / "export")
     pipe.scheduler.set_timesteps(3)
     out = pipe(batch_size=2, num_inference_steps=3, output_type="np").images
@@ -87,7 +86,7 @@ def test_conditional_export_loads_with_plain_diffusers_classes(tiny_run):
 
     unet = UNet2DConditionModel.from_pretrained(tiny_run / "export" / "unet")
     sched = DDPMScheduler.from_pretrained(tiny_run / "export" / "scheduler")
-    meta = json.loads((tiny_run / "export" / "facediff.json").read_text())
+    meta = json.loads((tiny_run / "export" / "model_index.json").read_text())  # the pipeline config
     c = torch.zeros(1, len(meta["attributes"]) * meta["num_levels"])
     c[0, meta["attributes"].index("smiling") * 6 + 5] = 1
     x = torch.randn(1, 3, 16, 16)
@@ -97,48 +96,131 @@ def test_conditional_export_loads_with_plain_diffusers_classes(tiny_run):
     assert torch.isfinite(x).all()
 
 
+def _launch(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
+    """Two CPU processes (gloo) under torchrun; accelerate picks them up as MULTI_CPU (ACCELERATE_USE_CPU)."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "facediff.cli.main", *args]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true"}
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
+
+
 def test_accelerate_launch_two_cpu_processes(tmp_path, synth16):
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
-           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-           "-m", "facediff.cli.main", "train", "ddpm", "--config", str(TINY), "--out", str(out),
-           "--set", f"data.path={synth16}", "--set", "train.max_steps=3", "--set", "train.log_every=1"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    res = _launch(["train", "ddpm", "--config", "tiny-ddpm", "--out", str(out), "--set", f"data.path={synth16}",
+                   "--set", "train.max_steps=3", "--set", "train.log_every=1"], tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
     assert latest_checkpoint(out).name == "step-0000003"
     assert len(_losses(out)) == 3
-    assert (out / "export" / "facediff.json").is_file()
+    assert (out / "export" / "model_index.json").is_file()
+    assert json.loads((out / "logs" / "summary.json").read_text())["steps_per_rank"] == [3, 3]  # really 2 ranks
 
 
-def test_grad_accumulation_and_bf16_autocast_train(tmp_path, synth16):
-    run = tmp_path / "accum"
-    summary = api.train("ddpm", TINY, run, overrides=[f"data.path={synth16}", "train.grad_accum=2",
-                        "train.batch_size=4", "train.max_steps=3", "train.log_every=1",
-                        "train.mixed_precision=bf16"], show_progress=False)
-    assert summary["steps"] == 3
-    losses = _losses(run)
-    assert len(losses) == 3 and all(l == l and l < 10 for _, l in losses)  # finite
+@pytest.mark.parametrize("trainer", ["ddpm", "autoencoder", "estimator"])
+def test_time_budget_stops_both_ranks_at_the_same_step(trainer, tmp_path, synth16):
+    """Every trainer agrees on the time budget across processes: both ranks stop at the same step (a
+    disagreement would leave one rank waiting in the next all-reduce, i.e. a hang or unequal step counts)."""
+    out = tmp_path / trainer
+    if trainer == "estimator":
+        args = ["train", "estimator", "--data", str(synth16), "--out", str(out), "--steps", "100000",
+                "--batch-size", "8", "--size", "16", "--budget-minutes", "0.05"]
+    else:
+        args = ["train", trainer, "--config", f"tiny-{'ddpm' if trainer == 'ddpm' else 'vq'}", "--out", str(out),
+                "--set", f"data.path={synth16}", "--set", "train.max_steps=100000", "--set", "train.batch_size=4",
+                "--set", "train.checkpoint_every=0", "--set", "train.time_budget_minutes=0.05"]
+    res = _launch(args, tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    summary = json.loads((out / "logs" / "summary.json").read_text())
+    a, b = summary["steps_per_rank"]
+    assert a == b == summary["steps"] and 0 < a < 100000
+
+
+def _final_weights(run: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(latest_checkpoint(run) / "model.safetensors"))
+
+
+def test_grad_accumulation_equals_one_big_batch(tmp_path, synth16):
+    """2 micro-batches of 4, accumulated, give the same update as one batch of 8 (same samples, same noise)."""
+    common = [f"data.path={synth16}", "train.max_steps=2", "train.checkpoint_every=0", "train.log_every=1",
+              "train.lr=1e-3", "train.warmup_steps=0"]
+    api.train("ddpm", TINY, tmp_path / "big", overrides=common + ["train.batch_size=8"])
+    api.train("ddpm", TINY, tmp_path / "acc", overrides=common + ["train.batch_size=4", "train.grad_accum=2"])
+    big, acc = _final_weights(tmp_path / "big"), _final_weights(tmp_path / "acc")
+    for k in big:
+        torch.testing.assert_close(acc[k], big[k], atol=2e-5, rtol=1e-3)  # Adam: |update| ~ lr = 1e-3
+    for (_, la), (_, lb) in zip(_losses(tmp_path / "big"), _losses(tmp_path / "acc")):
+        assert la == pytest.approx(lb, rel=1e-5)
+    api.train("ddpm", TINY, tmp_path / "half", overrides=common + ["train.batch_size=4"])  # only 4 of the 8
+    half = _final_weights(tmp_path / "half")
+    assert max(float((half[k] - big[k]).abs().max()) for k in big) > 1e-4
+
+
+def test_bf16_autocast_trains(tmp_path, synth16):
+    run = tmp_path / "bf16"
+    summary = api.train("ddpm", TINY, run, overrides=[f"data.path={synth16}", "train.max_steps=2", "train.log_every=1",
+                                                      "train.mixed_precision=bf16"])
+    assert summary["steps"] == 2 and all(torch.isfinite(torch.tensor(l)) for _, l in _losses(run))
+
+
+def test_lr_schedule_warmup_then_cosine_or_constant():
+    import math
+
+    from facediff.config import TrainConfig
+    from facediff.training.common import make_lr_scheduler
+
+    def lrs(schedule: str) -> list[float]:
+        opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+        sched = make_lr_scheduler(opt, TrainConfig(lr=0.1, warmup_steps=4, max_steps=10, lr_schedule=schedule))
+        out = []
+        for _ in range(10):
+            out.append(opt.param_groups[0]["lr"])
+            opt.step()
+            sched.step()
+        return out
+
+    warm = [0.1 * s / 4 for s in range(4)]
+    assert lrs("constant") == pytest.approx(warm + [0.1] * 6)
+    assert lrs("cosine") == pytest.approx(warm + [0.1 * 0.5 * (1 + math.cos(math.pi * (s - 4) / 6)) for s in range(4, 10)])
+
+
+def test_ema_update_follows_the_decay_formula():
+    from facediff.config import TrainConfig
+    from facediff.training.common import make_ema
+
+    net = torch.nn.Linear(3, 2)
+    ema = make_ema(net, TrainConfig(ema_decay=0.9, ema_start=2))
+    shadow = [p.detach().clone() for p in net.parameters()]
+    for step in range(1, 8):
+        with torch.no_grad():
+            for p in net.parameters():
+                p.add_(1.0)
+        ema.step(net.parameters())
+        k = step - 2 - 1  # steps since ema_start, as diffusers' EMAModel counts
+        d = 0.0 if k <= 0 else min(0.9, (1 + k) / (10 + k))
+        shadow = [d * s + (1 - d) * p.detach() for s, p in zip(shadow, net.parameters())]
+        for s, e in zip(shadow, ema.shadow_params):
+            torch.testing.assert_close(e, s)
+    assert ema.cur_decay_value == pytest.approx(min(0.9, (1 + 4) / (10 + 4)))
 
 
 def test_time_budget_stops_early_and_exports(tmp_path, synth16):
     run = tmp_path / "budget"
     summary = api.train("ddpm", TINY, run, overrides=[f"data.path={synth16}", "train.max_steps=100000",
-                        "train.time_budget_minutes=0.001"], show_progress=False)
+                        "train.time_budget_minutes=0.001"])
     assert summary["steps"] < 100000
-    assert (run / "export" / "facediff.json").is_file()
+    assert (run / "export" / "model_index.json").is_file()
 
 
 def test_fp16_on_cpu_is_a_clear_error(tmp_path, synth16):
     if torch.cuda.is_available():
         pytest.skip("CUDA present")
     with pytest.raises(FacediffError, match="fp16"):
-        api.train("ddpm", TINY, tmp_path / "fp16", overrides=[f"data.path={synth16}", "train.mixed_precision=fp16"],
-                  show_progress=False)
+        api.train("ddpm", TINY, tmp_path / "fp16", overrides=[f"data.path={synth16}", "train.mixed_precision=fp16"])
 
 
 def test_progress_prints_plain_timestamped_lines_when_stderr_is_a_log_file(capsys, monkeypatch):
-    from facediff.training import progress
+    from facediff.cli import progress
 
     bar = progress.ProgressBar(10, "train", start=0)  # pytest's captured stderr is not a terminal
     bar.update(4, loss=0.5)  # within PLAIN_EVERY_S of the start: not printed
@@ -149,4 +231,8 @@ def test_progress_prints_plain_timestamped_lines_when_stderr_is_a_log_file(capsy
     lines = capsys.readouterr().err.splitlines()
     assert [line.split("] ", 1)[1].rsplit(" ", 2)[0] for line in lines] == [
         "train: 6/10 (60 %) loss=0.25", "train: 20/20 (100 %)"]
-    assert progress.ProgressBar(5, "quiet", enabled=False).update(5) is None and capsys.readouterr().err == ""
+    quiet = progress.Reporter(enabled=False)
+    quiet("train", 5, 5, loss=1.0)
+    loud = progress.Reporter()
+    loud("sample", 3, 3)
+    assert capsys.readouterr().err.count("sample: 3/3") == 1 and not quiet.bars

@@ -1,33 +1,53 @@
 """Typed, frozen run configuration.
 
 A run is described by one TOML file with sections ``[data]``, ``[model]``, ``[diffusion]``,
-``[train]`` (and ``[sample]`` defaults for grids). Unknown keys are errors; ``--set section.key=value``
+``[train]``, ``[autoencoder]`` and ``[latent]``. Unknown keys are errors; ``--set section.key=value``
 overrides single fields. The resolved config is written to ``RUN_DIR/config.json``.
+
+Every value is coerced to its field's declared type and checked (choices, ranges) exactly once, here, in each
+dataclass's ``__post_init__``: constructing a config directly (``DiffusionConfig(schedule="bad")``), through
+``from_dict``, ``apply_overrides`` or ``dataclasses.replace`` all raise the same one-line ``ConfigError``.
+The lists of choices live in ``facediff.registry``.
+
+``load_config`` takes a TOML path or the name of a preset shipped inside the package
+(``facediff/presets/NAME.toml``, see ``preset_names()``), so ``--config tiny-ddpm`` works from any directory.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import tomllib
+import typing
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
+from facediff import registry
 from facediff.errors import FacediffError
 
 ATTRIBUTES: tuple[str, ...] = ("bangs", "eyeglasses", "beard", "smiling", "age")  # CelebA-Dialog attributes
 NUM_LEVELS: int = 6  # CelebA-Dialog levels 0..5
 
 
-KINDS: tuple[str, ...] = ("ddpm", "autoencoder", "ldm")  # what a run trains
+KINDS: tuple[str, ...] = registry.KINDS  # what a run trains (the list lives in facediff.registry)
+
+PRESETS_DIR: Path = Path(__file__).parent / "presets"  # run configs shipped inside the package
 
 
 class ConfigError(FacediffError):
     """A user-facing configuration error (one line, names the key and what to do)."""
 
 
+class _Checked:
+    """Base of the config dataclasses: coerce and validate every field on construction (and on replace)."""
+
+    def __post_init__(self) -> None:
+        _coerce_and_check(self)
+
+
 @dataclass(frozen=True)
-class DataConfig:
+class DataConfig(_Checked):
     path: str = ""  # prepared data set directory; "" = render SynthFaces into the run's cache
     synth_n: int = 4096  # SynthFaces: number of images rendered when path == ""
     synth_style: str = "human"  # SynthFaces style: human | anime | mixed
@@ -38,7 +58,7 @@ class DataConfig:
 
 
 @dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(_Checked):
     block_out_channels: tuple[int, ...] = (32, 64, 64)  # channels per U-Net level
     layers_per_block: int = 1  # ResNet blocks per level
     attention_resolutions: tuple[int, ...] = (8,)  # feature-map sides (px) that get self-attention
@@ -52,7 +72,7 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
-class DiffusionConfig:
+class DiffusionConfig(_Checked):
     schedule: str = "linear"  # beta schedule: linear | scaled_linear | cosine
     num_train_timesteps: int = 1000  # T
     beta_start: float = 1e-4  # beta_1 (linear / scaled_linear)
@@ -65,7 +85,7 @@ class DiffusionConfig:
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(_Checked):
     batch_size: int = 32  # images per optimizer step per process (before accumulation)
     grad_accum: int = 1  # gradient accumulation steps
     max_steps: int = 1000  # optimizer steps
@@ -89,7 +109,7 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
-class AutoencoderConfig:
+class AutoencoderConfig(_Checked):
     kind: str = "vq"  # vq (VQ-VAE / VQGAN, van den Oord 2017; Esser 2021) | kl (Rombach 2022)
     block_out_channels: tuple[int, ...] = (64, 128, 128)  # channels per level; f = 2 ** (levels - 1)
     layers_per_block: int = 1  # ResNet blocks per level
@@ -112,7 +132,7 @@ class AutoencoderConfig:
 
 
 @dataclass(frozen=True)
-class LatentConfig:
+class LatentConfig(_Checked):
     autoencoder: str = ""  # autoencoder run or export directory the LDM works in
     scale_factor: float = 0.0  # latent scale (0 = 1/std of the training latents, computed once)
     sketch: bool = False  # concatenate the downsampled sketch to the latent input (latent-diffusion "concat")
@@ -120,8 +140,8 @@ class LatentConfig:
 
 
 @dataclass(frozen=True)
-class RunConfig:
-    kind: str = "ddpm"  # what is trained: ddpm | autoencoder | ldm
+class RunConfig(_Checked):
+    kind: str = "ddpm"  # what is trained: ddpm | autoencoder | ldm | estimator
     data: DataConfig = field(default_factory=DataConfig)  # [data]
     model: ModelConfig = field(default_factory=ModelConfig)  # [model]
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)  # [diffusion]
@@ -130,75 +150,225 @@ class RunConfig:
     latent: LatentConfig = field(default_factory=LatentConfig)  # [latent]
 
 
-_SECTIONS = {"data": DataConfig, "model": ModelConfig, "diffusion": DiffusionConfig, "train": TrainConfig,
-             "autoencoder": AutoencoderConfig, "latent": LatentConfig}
-_CHOICES = {
-    ("data", "synth_style"): ("human", "anime", "mixed"),
-    ("model", "conditioning"): ("none", "attributes"),
-    ("diffusion", "schedule"): ("linear", "scaled_linear", "cosine"),
-    ("diffusion", "prediction_type"): ("epsilon", "v_prediction", "sample"),
-    ("diffusion", "loss_weighting"): ("none", "min_snr"),
-    ("train", "mixed_precision"): ("no", "bf16", "fp16"),
-    ("train", "lr_schedule"): ("constant", "cosine"),
-    ("autoencoder", "kind"): ("vq", "kl"),
+_SECTIONS: dict[str, type] = {"data": DataConfig, "model": ModelConfig, "diffusion": DiffusionConfig,
+                              "train": TrainConfig, "autoencoder": AutoencoderConfig, "latent": LatentConfig}
+_SECTION_OF: dict[type, str] = {cls: name for name, cls in _SECTIONS.items()}
+_SECTION_OF[RunConfig] = "run"
+
+
+# ------------------------------------------------------------------------------------------- coercion
+_TYPE_NAMES = {int: "int (a whole number)", float: "float", bool: "bool (true/false/1/0)", str: "str"}
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    """The resolved type of each field of dataclass ``cls`` (cached)."""
+    cached = _HINTS.get(cls)
+    if cached is None:
+        hints = typing.get_type_hints(cls)
+        cached = _HINTS[cls] = {f.name: hints[f.name] for f in fields(cls)}
+    return cached
+
+
+_HINTS: dict[type, dict[str, Any]] = {}
+
+
+def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) is tuple:
+        return f"list of {_type_name(typing.get_args(tp)[0]).split(' ')[0]}"
+    return _TYPE_NAMES.get(tp, getattr(tp, "__name__", str(tp)))
+
+
+class _Bad(Exception):
+    """Internal: the value cannot be converted to the field's type."""
+
+
+def _scalar(tp: type, value: Any) -> Any:
+    """Convert one scalar to ``tp`` (int, float, bool or str) or raise _Bad."""
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, int) and value in (0, 1):
+            return bool(value)
+        if isinstance(value, str) and value.strip().lower() in ("true", "false", "1", "0"):
+            return value.strip().lower() in ("true", "1")
+        raise _Bad
+    if tp is int:
+        if isinstance(value, bool):
+            raise _Bad
+        if isinstance(value, int):
+            return value
+        if isinstance(value, str):
+            text = value.strip()
+            try:
+                return int(text)
+            except ValueError:
+                pass
+            try:
+                value = float(text)
+            except ValueError:
+                raise _Bad from None
+        if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+            return int(value)
+        raise _Bad
+    if tp is float:
+        if isinstance(value, bool):
+            raise _Bad
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value.strip())
+            except ValueError:
+                raise _Bad from None
+        raise _Bad
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise _Bad
+    raise TypeError(f"config field type {tp!r} is not supported")  # a programming error, not a user one
+
+
+def _coerce(section: str, name: str, tp: Any, value: Any) -> Any:
+    """Convert a TOML / --set / Python value to the field's declared type ``tp``, or raise ConfigError."""
+    try:
+        if typing.get_origin(tp) is tuple:
+            inner = typing.get_args(tp)[0]
+            if isinstance(value, str):
+                text = value.strip()
+                if text.startswith("[") and text.endswith("]"):
+                    text = text[1:-1]
+                value = [v.strip().strip("'\"") for v in text.split(",") if v.strip()]
+            if not isinstance(value, (list, tuple)):
+                raise _Bad
+            return tuple(_scalar(inner, v) for v in value)
+        return _scalar(tp, value)
+    except _Bad:
+        raise ConfigError(f"[{section}] {name} = {value!r} is not a valid {_type_name(tp)}") from None
+
+
+# ------------------------------------------------------------------------------------------- checks
+Rule = Callable[[Any], "str | None"]  # value -> None if fine, else what is allowed
+
+
+def _choice(choices: tuple[str, ...]) -> Rule:
+    return lambda v: None if v in choices else f"choose one of {', '.join(choices)}"
+
+
+def _at_least(lo: int | float) -> Rule:
+    return lambda v: None if v >= lo else f"must be >= {lo}"
+
+
+def _above(lo: float) -> Rule:
+    return lambda v: None if v > lo else f"must be > {lo:g}"
+
+
+def _unit(v: float) -> str | None:
+    return None if 0.0 <= v <= 1.0 else "must be in [0, 1]"
+
+
+def _unit_open(v: float) -> str | None:
+    return None if 0.0 <= v < 1.0 else "must be in [0, 1)"
+
+
+def _channels(v: tuple[int, ...]) -> str | None:
+    if not v:
+        return "must list at least one channel count, e.g. [32, 64]"
+    return None if all(c >= 1 for c in v) else "every entry must be >= 1"
+
+
+def _positive_entries(v: tuple[int, ...]) -> str | None:
+    return None if all(c >= 1 for c in v) else "every entry must be >= 1"
+
+
+_POS, _NONNEG = _at_least(1), _at_least(0)
+
+_RULES: dict[str, dict[str, Rule]] = {
+    "data": {"synth_n": _POS, "synth_style": _choice(registry.SYNTH_STYLES), "size": _at_least(8)},
+    "model": {"block_out_channels": _channels, "layers_per_block": _POS, "attention_resolutions": _positive_entries,
+              "attention_head_dim": _POS, "norm_num_groups": _POS, "dropout": _unit,
+              "conditioning": _choice(registry.CONDITIONING), "num_levels": _POS, "in_channels": _POS},
+    "diffusion": {"schedule": _choice(registry.SCHEDULES), "num_train_timesteps": _at_least(2),
+                  "prediction_type": _choice(registry.PREDICTION_TYPES),
+                  "loss_weighting": _choice(registry.LOSS_WEIGHTINGS), "snr_gamma": _above(0.0),
+                  "cond_drop_prob": _unit, "attr_drop_prob": _unit},
+    "train": {"batch_size": _POS, "grad_accum": _POS, "max_steps": _POS, "time_budget_minutes": _NONNEG,
+              "lr": _above(0.0), "weight_decay": _NONNEG, "warmup_steps": _NONNEG,
+              "lr_schedule": _choice(registry.LR_SCHEDULES), "grad_clip": _NONNEG, "ema_decay": _unit_open,
+              "ema_start": _NONNEG, "mixed_precision": _choice(registry.MIXED_PRECISION), "log_every": _POS,
+              "sample_every": _NONNEG, "checkpoint_every": _NONNEG, "keep_checkpoints": _POS,
+              "max_nonfinite": _POS, "sample_steps": _POS, "sample_sampler": _choice(registry.SAMPLERS)},
+    "autoencoder": {"kind": _choice(registry.AE_KINDS), "block_out_channels": _channels, "layers_per_block": _POS,
+                    "latent_channels": _POS, "num_vq_embeddings": _POS, "vq_embed_dim": _POS,
+                    "norm_num_groups": _POS, "l1_weight": _NONNEG, "l2_weight": _NONNEG,
+                    "perceptual_weight": _NONNEG, "commitment_beta": _NONNEG, "kl_weight": _NONNEG,
+                    "disc_weight": _NONNEG, "disc_start": _NONNEG, "disc_channels": _POS,
+                    "dead_code_restart": _NONNEG, "eval_every": _NONNEG, "eval_n": _POS},
+    "latent": {"scale_factor": _NONNEG, "sketch_drop_prob": _unit},
+    "run": {"kind": _choice(KINDS)},
 }
 
 
-def _coerce(section: str, name: str, ftype: Any, value: Any) -> Any:
-    """Convert a TOML / --set value to the field's declared type, or raise ConfigError."""
-    t = str(ftype)
-    try:
-        if t.startswith("tuple"):
-            if isinstance(value, str):
-                value = [v for v in value.replace("[", "").replace("]", "").split(",") if v.strip()]
-            inner = str if "str" in t else int
-            return tuple(inner(v.strip().strip("'\"")) if isinstance(v, str) else inner(v) for v in value)
-        if t == "bool":
-            if isinstance(value, str):
-                if value.lower() not in ("true", "false", "1", "0"):
-                    raise ValueError(value)
-                return value.lower() in ("true", "1")
-            return bool(value)
-        if t == "int":
-            if isinstance(value, float) and not value.is_integer():
-                raise ValueError(value)
-            return int(float(value)) if isinstance(value, str) else int(value)
-        if t == "float":
-            return float(value)
-        return str(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"[{section}] {name} = {value!r} is not a valid {t}") from None
-
-
-def _check(section: str, name: str, value: Any) -> None:
-    choices = _CHOICES.get((section, name))
-    if choices and value not in choices:
-        raise ConfigError(f"[{section}] {name} = {value!r}: choose one of {', '.join(choices)}")
-
-
-def from_dict(raw: dict[str, Any], source: str = "config") -> RunConfig:
-    """Build a RunConfig from nested dicts; unknown sections/keys are errors."""
-    top: dict[str, Any] = {}
-    for key, val in raw.items():
-        if key == "kind":
-            if val not in KINDS:
-                raise ConfigError(f"{source}: kind = {val!r}: choose one of {', '.join(KINDS)}")
-            top["kind"] = str(val)
+def _coerce_and_check(obj: Any) -> None:
+    """Coerce each field of config dataclass ``obj`` in place to its declared type, then validate it."""
+    cls = type(obj)
+    section = _SECTION_OF[cls]
+    rules = _RULES[section]
+    for name, tp in _hints(cls).items():
+        value = getattr(obj, name)
+        if dataclasses.is_dataclass(tp):  # RunConfig's sections
+            if isinstance(value, dict):
+                unknown = [k for k in value if k not in _hints(tp)]
+                if unknown:
+                    raise ConfigError(f"unknown key [{name}] {unknown[0]} (known: {', '.join(_hints(tp))})")
+                value = tp(**value)
+            elif not isinstance(value, tp):
+                raise ConfigError(f"[{name}] must be a table of {', '.join(_hints(tp))}, not {value!r}")
+            object.__setattr__(obj, name, value)
             continue
-        if key not in _SECTIONS:
-            raise ConfigError(f"{source}: unknown section [{key}] (known: {', '.join(_SECTIONS)}, kind)")
-        if not isinstance(val, dict):
-            raise ConfigError(f"{source}: [{key}] must be a table")
-        cls = _SECTIONS[key]
-        known = {f.name: f for f in fields(cls)}
-        kwargs = {}
-        for name, v in val.items():
-            if name not in known:
-                raise ConfigError(f"{source}: unknown key [{key}] {name} (known: {', '.join(known)})")
-            kwargs[name] = _coerce(key, name, known[name].type, v)
-            _check(key, name, kwargs[name])
-        top[key] = cls(**kwargs)
-    return RunConfig(**top)
+        value = _coerce(section, name, tp, value)
+        object.__setattr__(obj, name, value)
+        label = f"kind = {value!r}" if section == "run" else f"[{section}] {name} = {value!r}"
+        if tp is float and not math.isfinite(value):
+            raise ConfigError(f"{label}: must be a finite number")
+        rule = rules.get(name)
+        problem = rule(value) if rule else None
+        if problem:
+            raise ConfigError(f"{label}: {problem}")
+    if section == "diffusion" and obj.schedule != "cosine" and not (0.0 < obj.beta_start <= obj.beta_end < 1.0):
+        raise ConfigError(f"[diffusion] beta_start = {obj.beta_start!r}, beta_end = {obj.beta_end!r}: need "
+                          f"0 < beta_start <= beta_end < 1 for schedule = {obj.schedule!r}")
+
+
+# ------------------------------------------------------------------------------------------- building
+def from_dict(raw: dict[str, Any], source: str | None = None) -> RunConfig:
+    """Build a RunConfig from nested dicts; unknown sections/keys are errors.
+
+    ``source`` (a file name) prefixes every error message.
+    """
+    where = f"{source}: " if source else ""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}expected a table of sections, not {type(raw).__name__}")
+    top: dict[str, Any] = {}
+    try:
+        for key, val in raw.items():
+            if key == "kind":
+                top["kind"] = val
+                continue
+            if key not in _SECTIONS:
+                raise ConfigError(f"unknown section [{key}] (known: {', '.join(_SECTIONS)}, kind)")
+            if not isinstance(val, dict):
+                raise ConfigError(f"[{key}] must be a table")
+            cls = _SECTIONS[key]
+            known = _hints(cls)
+            for name in val:
+                if name not in known:
+                    raise ConfigError(f"unknown key [{key}] {name} (known: {', '.join(known)})")
+            top[key] = cls(**val)
+        return RunConfig(**top)
+    except ConfigError as e:
+        if not where:
+            raise
+        raise ConfigError(f"{where}{e}") from None
 
 
 def to_dict(cfg: RunConfig) -> dict[str, Any]:
@@ -215,23 +385,45 @@ def apply_overrides(cfg: RunConfig, overrides: list[str] | None) -> RunConfig:
         if section == "kind" or section not in _SECTIONS:
             raise ConfigError(f"--set {item!r}: unknown section {section!r} (known: {', '.join(_SECTIONS)})")
         cls = _SECTIONS[section]
-        known = {f.name: f for f in fields(cls)}
+        known = _hints(cls)
         if name not in known:
             raise ConfigError(f"--set {item!r}: unknown key {name!r} in [{section}] (known: {', '.join(known)})")
-        new_val = _coerce(section, name, known[name].type, value)
-        _check(section, name, new_val)
-        cfg = replace(cfg, **{section: replace(getattr(cfg, section), **{name: new_val})})
+        cfg = replace(cfg, **{section: replace(getattr(cfg, section), **{name: value})})
     return cfg
 
 
+# ------------------------------------------------------------------------------------------- files
+def preset_names() -> list[str]:
+    """Names of the presets shipped in ``facediff/presets`` (``load_config(NAME)`` accepts each)."""
+    return sorted(p.stem for p in PRESETS_DIR.glob("*.toml"))
+
+
+def preset_path(name: str) -> Path:
+    """The file of preset ``name`` (``tiny-ddpm`` or ``tiny-ddpm.toml``), or a one-line ConfigError."""
+    stem = name[: -len(".toml")] if name.endswith(".toml") else name
+    p = PRESETS_DIR / f"{stem}.toml"
+    if not stem or "/" in stem or "\\" in stem or not p.is_file():
+        raise ConfigError(f"no preset named {name!r} (presets: {', '.join(preset_names())})")
+    return p
+
+
+def _resolve(path_or_name: str | Path) -> Path:
+    p = Path(path_or_name)
+    if p.is_file():
+        return p
+    try:
+        return preset_path(str(path_or_name))
+    except ConfigError:
+        raise ConfigError(f"config {str(path_or_name)!r}: no such file and no preset of that name "
+                          f"(presets: {', '.join(preset_names())})") from None
+
+
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:
-    """Read a TOML config (or defaults when path is None) and apply overrides."""
+    """Read a TOML config file or preset name (or defaults when path is None) and apply overrides."""
     if path is None:
         cfg = RunConfig()
     else:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file {p} not found")
+        p = _resolve(path)
         try:
             raw = tomllib.loads(p.read_text())
         except tomllib.TOMLDecodeError as e:

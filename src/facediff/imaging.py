@@ -9,15 +9,28 @@ from PIL import Image, ImageDraw, ImageFont
 
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:
-    """Model-space images in [-1, 1], (B, 3, H, W) -> uint8 (B, H, W, 3)."""
-    x = ((x.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return x.permute(0, 2, 3, 1).cpu().numpy()
+    """Model-space images in [-1, 1], (B, C, H, W) with C in {1, 3} -> uint8 (B, H, W, 3)."""
+    if x.ndim != 4 or x.shape[1] not in (1, 3):
+        raise ValueError(f"to_uint8: expected (batch, 1 or 3, H, W) images, got shape {tuple(x.shape)}")
+    x = x.detach().float().clamp(-1.0, 1.0)
+    if x.shape[1] == 1:
+        x = x.expand(-1, 3, -1, -1)
+    return ((x + 1.0) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
 def from_uint8(images: np.ndarray) -> torch.Tensor:
     """uint8 (B, H, W, 3) -> float32 (B, 3, H, W) in [-1, 1]."""
     t = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float()
     return t / 127.5 - 1.0
+
+
+def resize_square(images: np.ndarray, size: int) -> np.ndarray:
+    """uint8 images (N, H, W, 3) or (N, H, W) -> (N, size, size[, 3]), Lanczos (antialiased); as is when already
+    that size. Non-square inputs are resized without cropping: callers that accept them say so to the user."""
+    images = np.asarray(images)
+    if images.shape[1:3] == (size, size):
+        return images
+    return np.stack([np.asarray(Image.fromarray(np.asarray(im)).resize((size, size), Image.LANCZOS)) for im in images])
 
 
 def make_grid(images: np.ndarray, ncol: int, *, pad: int = 2, scale: int = 1,

@@ -4,17 +4,57 @@ Every user mistake becomes one line on stderr (``error: ...``) and exit code 2 â
 """
 from __future__ import annotations
 
+import enum
 import functools
 import json
 import sys
 from pathlib import Path
 from typing import Callable, List, Optional
 
+from typer import _click as click  # typer vendors its own click; its exceptions come from here
 import typer
 
+from facediff import registry
+from facediff.cli.progress import Reporter
 from facediff.errors import FacediffError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+
+def _choices(name: str, values: tuple[str, ...]) -> type[enum.Enum]:
+    """A str Enum of registry choices: typer validates the value and lists the choices in --help."""
+    return enum.Enum(name, {v: v for v in values}, type=str)
+
+
+Sampler = _choices("Sampler", registry.SAMPLERS)
+InitNoise = _choices("InitNoise", registry.INIT_NOISE)
+Style = _choices("Style", registry.SYNTH_STYLES)
+Source = _choices("Source", registry.SOURCES)
+SketchMethod = _choices("SketchMethod", registry.SKETCH_METHODS)
+AEKind = _choices("AEKind", registry.AE_KINDS)
+Recipe = _choices("Recipe", ("list", *registry.RECIPES))
+
+class _OneLineErrors(typer.core.TyperGroup):
+    """Usage errors (an unknown option, a value outside the choices) as one line on stderr, exit code 2."""
+
+    def main(self, *args, **kwargs):
+        kwargs.pop("standalone_mode", None)
+        try:
+            rv = super().main(*args, standalone_mode=False, **kwargs)
+        except click.exceptions.NoArgsIsHelpError as e:
+            click.echo(e.ctx.get_help() if e.ctx else str(e))
+            sys.exit(0)
+        except click.exceptions.UsageError as e:
+            where = f"{e.ctx.command_path}: " if e.ctx else ""
+            click.echo(f"error: {where}{' '.join(e.format_message().split())}", err=True)
+            sys.exit(2)
+        except click.exceptions.ClickException as e:
+            click.echo(f"error: {' '.join(e.format_message().split())}", err=True)
+            sys.exit(2)
+        if isinstance(rv, int) and rv:  # typer.Exit(code) inside a command, returned in this mode
+            sys.exit(rv)
+        return rv
+
+
+app = typer.Typer(cls=_OneLineErrors, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Train, sample, compose and evaluate diffusion models that generate faces.")
 data_app = typer.Typer(no_args_is_help=True, help="Make SynthFaces, prepare real data sets, inspect them.")
 train_app = typer.Typer(no_args_is_help=True, help="Train models into a run directory.")
@@ -45,30 +85,33 @@ def user_errors(fn: Callable) -> Callable:
 def data_synth(out: Path = typer.Option(..., help="output directory (a prepared data set)"),
                n: int = typer.Option(1024, help="number of faces"),
                size: int = typer.Option(64, help="image side in pixels"),
-               style: str = typer.Option("human", help="human | anime | mixed"),
+               style: Style = typer.Option("human", help="SynthFaces style"),
                seed: int = typer.Option(0, help="seed; (seed, index) fixes each face"),
                overwrite: bool = typer.Option(False, help="replace an existing data set in --out")):
     """Render SynthFaces (images, labels, captions, sketches, part masks)."""
     from facediff import api
 
-    path = api.synth(out, n=n, size=size, style=style, seed=seed, overwrite=overwrite)
+    with Reporter() as rep:
+        path = api.synth(out, n=n, size=size, style=style.value, seed=seed, overwrite=overwrite, progress=rep)
     typer.echo(f"wrote {n} faces to {path}")
 
 
 @data_app.command("prepare")
 @user_errors
-def data_prepare(source: str = typer.Option(..., help="celeba | celeba-dialog | folder"),
+def data_prepare(source: Source = typer.Option(..., help="the kind of source"),
                  root: Path = typer.Option(..., help="where the source lives"),
                  out: Path = typer.Option(..., help="output directory (a prepared data set)"),
                  size: int = typer.Option(64, help="image side in pixels"),
                  crop: str = typer.Option("center", help="center | celeba | x0,y0,x1,y1"),
-                 sketch: Optional[str] = typer.Option(None, help="also extract sketches: xdog | canny"),
+                 sketch: Optional[SketchMethod] = typer.Option(None, help="also extract sketches"),
                  limit: Optional[int] = typer.Option(None, help="at most this many images"),
                  overwrite: bool = typer.Option(False, help="replace an existing data set in --out")):
     """Prepare a real data set (streamed; bad files are skipped and listed in manifest.json)."""
     from facediff import api
 
-    path = api.prepare(source, root, out, size=size, crop=crop, sketch=sketch, limit=limit, overwrite=overwrite)
+    with Reporter() as rep:
+        path = api.prepare(source.value, root, out, size=size, crop=crop, sketch=sketch.value if sketch else None,
+                           limit=limit, overwrite=overwrite, progress=rep)
     manifest = json.loads((path / "manifest.json").read_text())
     c = manifest["counts"]
     typer.echo(f"wrote {c['images']} images to {path}; skipped {c['skipped']} (reasons in manifest.json)")
@@ -95,27 +138,28 @@ def data_inspect(path: Path = typer.Argument(..., help="a prepared data set"),
 @user_errors
 def data_sketch(image: Path = typer.Argument(..., help="a photo"),
                 out: Path = typer.Option(..., "-o", "--out", help="sketch PNG"),
-                method: str = typer.Option("xdog", help="xdog | canny")):
+                method: SketchMethod = typer.Option("xdog", help="line-drawing extractor")):
     """Extract a line drawing from a photo (for sketch-conditional models)."""
     from facediff import api
 
-    typer.echo(f"wrote {api.sketch(image, out, method)}")
+    typer.echo(f"wrote {api.sketch(image, out, method.value)}")
 
 
 # ------------------------------------------------------------------------------------------------ train
-def _train(kind: str, config: Optional[Path], sets: List[str], out: Path, resume: bool,
+def _train(kind: str, config: Optional[str], sets: List[str], out: Path, resume: bool,
            data: Optional[Path] = None) -> None:
     from facediff import api
 
     if data is not None:
         sets = [f"data.path={data}"] + list(sets)
-    summary = api.train(kind, config, out, overrides=sets, resume=resume)
+    with Reporter() as rep:
+        summary = api.train(kind, config, out, overrides=sets, resume=resume, progress=rep)
     typer.echo(json.dumps({k: v for k, v in summary.items() if k != "config"}, indent=1))
 
 
 @train_app.command("ddpm")
 @user_errors
-def train_ddpm(config: Optional[Path] = typer.Option(None, help="TOML config (see configs/)"),
+def train_ddpm(config: Optional[str] = typer.Option(None, help="preset name (e.g. tiny-ddpm) or TOML file"),
                set_: List[str] = typer.Option([], "--set", help="override: section.key=value (repeatable)"),
                data: Optional[Path] = typer.Option(None, help="prepared data set (default: SynthFaces)"),
                out: Path = typer.Option(..., help="run directory"),
@@ -126,20 +170,20 @@ def train_ddpm(config: Optional[Path] = typer.Option(None, help="TOML config (se
 
 @train_app.command("autoencoder")
 @user_errors
-def train_autoencoder(config: Optional[Path] = typer.Option(None, help="TOML config (see configs/tiny-vq.toml)"),
-                      kind: Optional[str] = typer.Option(None, help="vq | kl (overrides [autoencoder] kind)"),
+def train_autoencoder(config: Optional[str] = typer.Option(None, help="preset name (e.g. tiny-vq) or TOML file"),
+                      kind: Optional[AEKind] = typer.Option(None, help="overrides [autoencoder] kind"),
                       set_: List[str] = typer.Option([], "--set", help="override: section.key=value"),
                       data: Optional[Path] = typer.Option(None, help="prepared data set (default: SynthFaces)"),
                       out: Path = typer.Option(..., help="run directory"),
                       resume: bool = typer.Option(False, help="continue the run in --out")):
     """Train a VQ or KL autoencoder (L1/L2, perceptual, PatchGAN, codebook) for latent diffusion."""
-    _train("autoencoder", config, ([f"autoencoder.kind={kind}"] if kind else []) + list(set_), out, resume, data)
+    _train("autoencoder", config, ([f"autoencoder.kind={kind.value}"] if kind else []) + list(set_), out, resume, data)
 
 
 @train_app.command("ldm")
 @user_errors
 def train_ldm(autoencoder: Optional[Path] = typer.Option(None, help="trained autoencoder run or export dir"),
-              config: Optional[Path] = typer.Option(None, help="TOML config (see configs/tiny-ldm.toml)"),
+              config: Optional[str] = typer.Option(None, help="preset name (e.g. tiny-ldm) or TOML file"),
               set_: List[str] = typer.Option([], "--set", help="override: section.key=value"),
               data: Optional[Path] = typer.Option(None, help="prepared data set (default: SynthFaces)"),
               out: Path = typer.Option(..., help="run directory"),
@@ -158,12 +202,14 @@ def train_estimator(data: Path = typer.Option(..., help="prepared data set with 
                     lr: float = typer.Option(1e-3, help="Adam learning rate"),
                     size: int = typer.Option(32, help="input side in pixels"),
                     seed: int = typer.Option(0, help="seed"),
-                    budget_minutes: Optional[float] = typer.Option(None, help="stop after this many minutes")):
+                    budget_minutes: Optional[float] = typer.Option(None, help="stop after this many minutes"),
+                    resume: bool = typer.Option(False, help="continue the run in --out")):
     """Train the multi-head attribute estimator (seed 002; the oracle on SynthFaces)."""
     from facediff import api
 
-    res = api.train_estimator(data, out, steps=steps, batch_size=batch_size, lr=lr, size=size, seed=seed,
-                              budget_minutes=budget_minutes)
+    with Reporter() as rep:
+        res = api.train_estimator(data, out, steps=steps, batch_size=batch_size, lr=lr, size=size, seed=seed,
+                                  budget_minutes=budget_minutes, resume=resume, progress=rep)
     typer.echo(json.dumps(res.get("heldout", res.get("val", {})), indent=1, default=str)[:4000])
 
 
@@ -175,11 +221,11 @@ def sample(model: Optional[Path] = typer.Option(None, help="run or export dir (d
            attr_scales: Optional[str] = typer.Option(None, help="per-attribute guidance, e.g. smiling=6,age=2"),
            guidance: float = typer.Option(3.0, help="classifier-free guidance scale (1 = none)"),
            n: int = typer.Option(16, help="number of faces"),
-           sampler: str = typer.Option("dpmpp", help="ddpm | ddim | dpmpp | euler | heun | unipc"),
+           sampler: Sampler = typer.Option("dpmpp", help="sampler (a diffusers scheduler)"),
            steps: int = typer.Option(25, help="sampler steps"),
            eta: float = typer.Option(0.0, help="DDIM eta"),
            seed: int = typer.Option(0, help="image i uses seed + i"),
-           init_noise: str = typer.Option("normal", help="normal | zero | constant (seed 003 ablation)"),
+           init_noise: InitNoise = typer.Option("normal", help="x_T (seed 003 ablation)"),
            no_step_noise: bool = typer.Option(False, help="no noise in ancestral steps (seed 003 ablation)"),
            sweep: bool = typer.Option(False, help="grid: one row per attribute, levels 0..5"),
            sketch: Optional[Path] = typer.Option(None, help="sketch PNG (sketch-conditional latent models)"),
@@ -188,9 +234,10 @@ def sample(model: Optional[Path] = typer.Option(None, help="run or export dir (d
     """Generate a grid of faces."""
     from facediff import api
 
-    res = api.sample(model, n=n, attrs=attrs, guidance=guidance, attr_scales=attr_scales, sampler=sampler,
-                     steps=steps, seed=seed, eta=eta, init_noise=init_noise, step_noise=not no_step_noise,
-                     sweep=sweep, sketch=sketch, batch_size=batch_size, out=out)
+    with Reporter() as rep:
+        res = api.sample(model, n=n, attrs=attrs, guidance=guidance, attr_scales=attr_scales, sampler=sampler.value,
+                         steps=steps, seed=seed, eta=eta, init_noise=init_noise.value, step_noise=not no_step_noise,
+                         sweep=sweep, sketch=sketch, batch_size=batch_size, out=out, progress=rep)
     typer.echo(f"wrote {len(res['images'])} faces to {res['path']}")
 
 
@@ -198,10 +245,9 @@ def sample(model: Optional[Path] = typer.Option(None, help="run or export dir (d
 @user_errors
 def eval_(model: Optional[Path] = typer.Option(None, help="run or export dir (default: the bundled model)"),
           data: Path = typer.Option(..., help="prepared data set (the real images and their conditions)"),
-          metrics: str = typer.Option("fd,kid,fd_by_condition,attr,faces,diversity,sketch,timing",
-                                      help="comma list: fd,kid,fd_by_condition,attr,faces,diversity,sketch,timing"),
+          metrics: str = typer.Option(",".join(registry.METRICS), help="comma list of: " + ", ".join(registry.METRICS)),
           n: int = typer.Option(256, help="generated images"),
-          sampler: str = typer.Option("dpmpp", help="ddpm | ddim | dpmpp | euler | heun | unipc"),
+          sampler: Sampler = typer.Option("dpmpp", help="sampler (a diffusers scheduler)"),
           steps: int = typer.Option(25, help="sampler steps"),
           guidance: float = typer.Option(3.0, help="classifier-free guidance scale"),
           seed: int = typer.Option(0, help="seed"),
@@ -210,8 +256,9 @@ def eval_(model: Optional[Path] = typer.Option(None, help="run or export dir (de
     """Score a model against a data set (FD/KID in oracle space, attribute accuracy, faces, ...) with a report."""
     from facediff import api
 
-    res = api.evaluate(model, data, metrics=metrics, n=n, sampler=sampler, steps=steps, guidance=guidance,
-                       seed=seed, split=split, out=out)
+    with Reporter() as rep:
+        res = api.evaluate(model, data, metrics=metrics, n=n, sampler=sampler.value, steps=steps, guidance=guidance,
+                           seed=seed, split=split, out=out, progress=rep)
     keys = ("fd_oracle", "kid_oracle", "diversity")
     brief = {k: res[k] for k in keys if k in res}
     if "attr" in res:
@@ -224,7 +271,7 @@ def eval_(model: Optional[Path] = typer.Option(None, help="run or export dir (de
 
 @app.command("experiment")
 @user_errors
-def experiment(name: str = typer.Argument(..., help="recipe name (facediff experiment list)"),
+def experiment(name: Recipe = typer.Argument(..., help="recipe name ('list' prints them)"),
                out: Optional[Path] = typer.Option(None, help="output directory (default runs/exp-NAME)"),
                data: Optional[Path] = typer.Option(None, help="prepared data set (default: SynthFaces)"),
                budget_minutes: Optional[float] = typer.Option(None, help="CPU budget (default: the recipe's)"),
@@ -232,16 +279,17 @@ def experiment(name: str = typer.Argument(..., help="recipe name (facediff exper
                model: Optional[Path] = typer.Option(None, help="model for sampling-only recipes (default: bundled)"),
                n_eval: Optional[int] = typer.Option(None, help="generated images per arm (default: by budget)")):
     """Run a seed's table as a recipe: results.json, results.md (with the seed's numbers), report.html."""
-    from facediff.experiments.registry import RECIPES
-
+    name = name.value
     if name == "list":
-        for key, rec in RECIPES.items():
+        for key, rec in registry.RECIPES.items():
             typer.echo(f"{key:<18} {rec.budget_minutes:>4.0f} min  {rec.summary}")
         return
     from facediff import api
 
     out = out or Path("runs") / f"exp-{name}"
-    api.experiment(name, out, data=data, budget_minutes=budget_minutes, size=size, model=model, n_eval=n_eval)
+    with Reporter() as rep:
+        api.experiment(name, out, data=data, budget_minutes=budget_minutes, size=size, model=model, n_eval=n_eval,
+                       progress=rep)
     typer.echo((out / "results.md").read_text() if (out / "results.md").is_file() else f"wrote {out}")
 
 
@@ -251,6 +299,15 @@ def main() -> None:
     except FacediffError as e:  # raised outside a command (e.g. while parsing)
         typer.echo(f"error: {e}", err=True)
         sys.exit(2)
+    except Exception as e:  # a bug, not a user mistake: one line here, the traceback in a log file
+        import tempfile
+        import traceback
+
+        log = Path(tempfile.gettempdir()) / "facediff-crash.log"
+        log.write_text(traceback.format_exc())
+        typer.echo(f"error: unexpected {type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''} "
+                   f"(full traceback in {log}; please report it)", err=True)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ import numpy as np
 
 from facediff.config import ATTRIBUTES, NUM_LEVELS
 from facediff.data.prepared import PreparedWriter
-from facediff.data.synth_draw import Canvas, hsv, mix
+from facediff.data.synth_draw import Canvas, Look, hsv, mix
 from facediff.data.synth_features import paint_face
 from facediff.data.synth_parts import AGE_HEAD
 from facediff.data.synth_text import caption as make_caption
@@ -66,28 +66,6 @@ class SynthFace:
     sketch: np.ndarray  # uint8 (S, S): 255 = paper, 0 = ink
     mask: np.ndarray  # uint8 (S, S): ids of PART_NAMES
     label: dict  # the labels.jsonl row: file, split, attributes, caption, style, hair_colour, ...
-
-
-@dataclass
-class Look:
-    """Every choice that defines one face (drawn from its random stream, then attribute overrides applied)."""
-    style: str
-    attrs: dict[str, int]
-    gender: str
-    skin: tuple
-    hair: tuple  # final hair colour (after greying with age)
-    hair_name: str
-    hair_length: str  # short | medium | long
-    eye: tuple
-    eye_name: str
-    face_w: float  # face width factor
-    pose: tuple  # (angle rad, tx, ty, scale) of the face frame in the image
-    light: tuple  # unit light direction (x, y, z), y down, z towards the viewer
-    bg: tuple  # (top RGB, bottom RGB, gradient tilt)
-    clothes: tuple
-    frame: tuple
-    lips: tuple
-    u: np.ndarray = field(repr=False)  # the look's uniform draws, for small per-part variations
 
 
 #: Rendering version written into each prepared set's manifest: bumped whenever the pictures of a given

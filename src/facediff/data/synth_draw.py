@@ -16,6 +16,8 @@ fields are evaluated only on the pixels around them.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import math
 from functools import lru_cache
 from typing import Union
@@ -234,3 +236,25 @@ def hsv(h: float, s: float, v: float) -> tuple[float, float, float]:
     f = h * 6.0 - int(h * 6.0)
     p, q, t = v * (1 - s), v * (1 - s * f), v * (1 - s * (1 - f))
     return [(v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q)][i]
+
+
+@dataclass
+class Look:
+    """Every choice that defines one face (drawn from its random stream, then attribute overrides applied)."""
+    style: str
+    attrs: dict[str, int]
+    gender: str
+    skin: tuple
+    hair: tuple  # final hair colour (after greying with age)
+    hair_name: str
+    hair_length: str  # short | medium | long
+    eye: tuple
+    eye_name: str
+    face_w: float  # face width factor
+    pose: tuple  # (angle rad, tx, ty, scale) of the face frame in the image
+    light: tuple  # unit light direction (x, y, z), y down, z towards the viewer
+    bg: tuple  # (top RGB, bottom RGB, gradient tilt)
+    clothes: tuple
+    frame: tuple
+    lips: tuple
+    u: np.ndarray = field(repr=False)  # the look's uniform draws, for small per-part variations

@@ -18,7 +18,7 @@ from facediff.data.synth_parts import (BEARD, BROWS, EYES, GLASSES, MOUTH, NOSE,
                                        paint_body, paint_ears, paint_front_hair, paint_head)
 
 if TYPE_CHECKING:
-    from facediff.data.synth import Look
+    from facediff.data.synth_draw import Look
 
 _DARK = (0.10, 0.06, 0.06)
 _WHITE = (0.97, 0.97, 0.96)

@@ -18,7 +18,7 @@ from facediff.data import synth_draw as D
 from facediff.data.synth_draw import F32, Canvas, mix, scale_rgb
 
 if TYPE_CHECKING:
-    from facediff.data.synth import Look
+    from facediff.data.synth_draw import Look
 
 # Part ids (see synth.PART_NAMES).
 SKIN, HAIR, EYES, BROWS, NOSE, MOUTH, GLASSES, BEARD, EARS_NECK, CLOTHES = range(1, 11)

@@ -19,7 +19,24 @@ from facediff.config import DiffusionConfig
 from facediff.diffusion.schedules import alphas_cumprod, betas, scheduler_config
 from facediff.errors import FacediffError
 
-LOSS_WEIGHTINGS: tuple[str, ...] = ("none", "min_snr")
+
+
+def predicted_x0_eps(pred: torch.Tensor, x_t: torch.Tensor, alpha_bar: torch.Tensor | float,
+                     prediction_type: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x0_hat, eps_hat) from a network prediction at x_t, with alpha_bar_t broadcastable against x_t.
+
+    eps:  x0 = (x_t - sqrt(1-ab) eps) / sqrt(ab)                                     (Ho et al. 2020, eq. 15)
+    v:    x0 = sqrt(ab) x_t - sqrt(1-ab) v,  eps = sqrt(1-ab) x_t + sqrt(ab) v       (Salimans & Ho 2022)
+    x0:   eps = (x_t - sqrt(ab) x0) / sqrt(1-ab)
+    """
+    ab = torch.as_tensor(alpha_bar, dtype=torch.float64)
+    a = ab.sqrt().to(device=x_t.device, dtype=x_t.dtype)
+    s = (1.0 - ab).sqrt().to(device=x_t.device, dtype=x_t.dtype)
+    if prediction_type == "epsilon":
+        return (x_t - s * pred) / a, pred
+    if prediction_type == "sample":
+        return pred, (x_t - a * pred) / s
+    return a * x_t - s * pred, s * x_t + a * pred
 
 
 def _bcast(coef: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -31,12 +48,6 @@ class NoiseProcess:
     """q(x_t | x_0), the network target for a prediction type, and (Min-SNR-)weighted MSE."""
 
     def __init__(self, cfg: DiffusionConfig) -> None:
-        if cfg.loss_weighting not in LOSS_WEIGHTINGS:
-            raise FacediffError(
-                f"[diffusion] loss_weighting = {cfg.loss_weighting!r}: choose one of {', '.join(LOSS_WEIGHTINGS)}"
-            )
-        if cfg.loss_weighting == "min_snr" and not cfg.snr_gamma > 0:
-            raise FacediffError(f"[diffusion] snr_gamma = {cfg.snr_gamma}: must be > 0 (e.g. 5.0)")
         self.cfg = cfg
         self.num_train_timesteps: int = int(cfg.num_train_timesteps)  # T
         self.prediction_type: str = cfg.prediction_type
@@ -81,18 +92,9 @@ class NoiseProcess:
     def pred_to_x0_eps(
         self, pred: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(x0_hat, eps_hat) from a prediction of this process's type at x_t.
-
-        eps:  x0 = (x_t - sqrt(1-ab) eps) / sqrt(ab)              (Ho et al. 2020, eq. 15)
-        v:    x0 = sqrt(ab) x_t - sqrt(1-ab) v,  eps = sqrt(1-ab) x_t + sqrt(ab) v   (Salimans & Ho 2022)
-        x0:   eps = (x_t - sqrt(ab) x0) / sqrt(1-ab)
-        """
-        a, s = self._coefs(t, x_t)
-        if self.prediction_type == "epsilon":
-            return (x_t - s * pred) / a, pred
-        if self.prediction_type == "sample":
-            return pred, (x_t - a * pred) / s
-        return a * x_t - s * pred, s * x_t + a * pred
+        """(x0_hat, eps_hat) from a prediction of this process's type at x_t (``predicted_x0_eps``)."""
+        ab = self._alpha_bar(t).reshape(-1, *([1] * (x_t.ndim - 1)))
+        return predicted_x0_eps(pred, x_t, ab, self.prediction_type)
 
     # -- loss ----------------------------------------------------------------------------------------
     def snr(self, t: torch.Tensor) -> torch.Tensor:

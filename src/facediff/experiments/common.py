@@ -18,9 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from facediff.config import preset_path
 from facediff.errors import FacediffError
+from facediff.evaluation.evaluate import evaluate
+from facediff.pipelines.load import load_pipeline
+from facediff.progress import Progress
+from facediff.training.run import train
 
-REPO_CONFIGS = Path(__file__).resolve().parents[3] / "configs"
 EVAL_SAFETY = 1.3  # evaluation costs more than its sampling alone (features, MTCNN, KID, report)
 
 
@@ -35,7 +39,7 @@ class Ctx:
     data: Path | None = None  # a prepared data set (None = SynthFaces rendered into out/data)
     model: str | None = None  # model for sampling-only recipes (None = the bundled default model)
     n_eval: int | None = None  # images per evaluated arm (None = sized by the budget)
-    show_progress: bool = True  # progress bars
+    progress: Progress | None = None  # progress callback of long steps (None: nothing shown)
     tiny: bool = False  # smoke-test mode: tiny configs, 2 training steps, no probes (tests only)
     t0: float = field(default_factory=time.time)
 
@@ -49,7 +53,7 @@ class Ctx:
 
     def say(self, what: str) -> None:
         """One progress line on stderr (with the time and the budget left), when progress is shown."""
-        if self.show_progress:
+        if self.progress is not None:
             print(f"[{time.strftime('%H:%M:%S')}] {self.name}: {what} ({self.left_s() / 60:.1f} min of budget left)",
                   file=sys.stderr, flush=True)
 
@@ -59,10 +63,9 @@ class Ctx:
         return f"ours ({src} {self.size}px, CPU budget {self.budget_minutes:g} min)"
 
 
-def config_path(name: str) -> Path | None:
-    """A preset of the repository's configs/ (None when facediff runs from an install without it)."""
-    p = REPO_CONFIGS / name
-    return p if p.is_file() else None
+def config_path(name: str) -> Path:
+    """A preset shipped in the package (``facediff/presets``); a one-line error when it is missing."""
+    return preset_path(name)
 
 
 def prepare_data(ctx: Ctx, style: str, n: int) -> tuple[Path, str | None]:
@@ -95,9 +98,9 @@ def base_overrides(ctx: Ctx, data: Path, steps: int) -> list[str]:
     return ov
 
 
-def base_config(ctx: Ctx, preset: str = "default-32.toml") -> Path | None:
-    """The TOML an arm starts from: configs/tiny-ddpm.toml in tiny mode, else ``preset``."""
-    return config_path("tiny-ddpm.toml" if ctx.tiny else preset)
+def base_config(ctx: Ctx, preset: str = "default-32") -> Path:
+    """The preset an arm starts from: tiny-ddpm in tiny mode, else ``preset``."""
+    return config_path("tiny-ddpm" if ctx.tiny else preset)
 
 
 @dataclass
@@ -110,14 +113,12 @@ class Throughput:
 
 def probe(ctx: Ctx, config: Path | None, overrides: Sequence[str], name: str) -> Throughput:
     """Train 3 steps of an arm's architecture and measure its images/s and fixed cost."""
-    from facediff import api
-
     if ctx.tiny:
         return Throughput(images_per_s=1e9, overhead_s=0.0)
     run = ctx.out / "probes" / name
     shutil.rmtree(run, ignore_errors=True)
     t = time.time()
-    api.train("ddpm", config, run, overrides=[*overrides, "train.max_steps=3"], show_progress=False)
+    train("ddpm", config, run, overrides=[*overrides, "train.max_steps=3"])
     wall = time.time() - t
     rows = [json.loads(r) for r in (run / "logs" / "metrics.jsonl").read_text().splitlines() if r.strip()]
     speeds = [r["images_per_s"] for r in rows[1:] if r.get("images_per_s")] or [rows[-1]["images_per_s"]]
@@ -141,8 +142,6 @@ def steps_for(ctx: Ctx, tp: Throughput, seconds: float, batch_size: int, grad_ac
 
 def train_arm(ctx: Ctx, name: str, config: Path | None, overrides: Sequence[str]) -> dict[str, Any]:
     """Train one arm into out/runs/NAME (a finished arm is reused); returns the run summary + seconds."""
-    from facediff import api
-
     run = ctx.out / "runs" / name
     summary_file = run / "logs" / "summary.json"
     if summary_file.is_file() and (run / "export" / "facediff.json").is_file():
@@ -153,23 +152,31 @@ def train_arm(ctx: Ctx, name: str, config: Path | None, overrides: Sequence[str]
     shutil.rmtree(run, ignore_errors=True)
     ctx.say(f"training arm {name}")
     t = time.time()
-    summary = api.train("ddpm", config, run, overrides=list(overrides), show_progress=ctx.show_progress)
+    summary = train("ddpm", config, run, overrides=list(overrides), progress=ctx.progress)
     tc = json.loads((run / "config.json").read_text())["train"]
     return {**summary, "images": summary["steps"] * tc["batch_size"] * tc["grad_accum"], "run": str(run),
             "seconds": round(time.time() - t, 1)}
 
 
+def untrained_arm(ctx: Ctx, name: str, config: Path | None, overrides: Sequence[str]) -> dict[str, Any]:
+    """An arm at its initial weights (no training step) in out/runs/NAME."""
+    from facediff.training.diffusion import export_untrained
+    from facediff.training.run import run_config
+
+    run = ctx.out / "runs" / name
+    shutil.rmtree(run, ignore_errors=True)
+    summary = export_untrained(run_config("ddpm", config, run, list(overrides), False), run)
+    return {**summary, "images": 0, "run": str(run), "seconds": 0.0}
+
+
 def sampling_cost(model: str | Path | None, sampler: str = "ddim", guidance: float = 3.0) -> float:
     """Seconds per image per sampler step of ``model`` (8 images, 2 steps, after one warm-up call)."""
-    from facediff.models.bundle import load_bundle
-    from facediff.sampling.generate import generate_images
-
-    bundle = load_bundle(model)
-    conds = [{a: 0 for a in bundle.attributes}] * 8 if bundle.conditional else None
+    pipe = load_pipeline(model)
+    conds = [{a: 0 for a in pipe.attributes}] * 8 if pipe.conditional else None
     kw = dict(sampler=sampler, steps=2, guidance=guidance)
-    generate_images(bundle, seeds=list(range(2)), conditions=conds[:2] if conds else None, **kw)
+    pipe(seeds=list(range(2)), attrs=conds[:2] if conds else None, **kw)
     t = time.time()
-    generate_images(bundle, seeds=list(range(8)), conditions=conds, **kw)
+    pipe(seeds=list(range(8)), attrs=conds, **kw)
     return (time.time() - t) / 16
 
 
@@ -187,16 +194,14 @@ def size_n(ctx: Ctx, seconds: float, image_steps: float, lo: int = 16, hi: int =
 def evaluate_arm(ctx: Ctx, name: str, model: str | Path | None, data: Path, split: str | None, *, n: int,
                  metrics: str, sampler: str, steps: int, guidance: float = 3.0, init_noise: str = "normal",
                  step_noise: bool = True, seed: int = 0) -> dict[str, Any]:
-    """``api.evaluate`` into out/evals/NAME (metrics.json + report with its sample grid)."""
-    from facediff import api
-
+    """``evaluate`` into out/evals/NAME (metrics.json + report with its sample grid)."""
     if n < 48:  # too few images per attribute level for FD by condition (it raises when no group has 2)
         metrics = ",".join(m for m in metrics.split(",") if m != "fd_by_condition")
     ctx.say(f"evaluating arm {name} (n = {n}, {sampler} {steps} steps)")
     t = time.time()
-    r = api.evaluate(model, data, metrics=metrics, n=n, sampler=sampler, steps=steps, guidance=guidance,
+    r = evaluate(model, data, metrics=metrics, n=n, sampler=sampler, steps=steps, guidance=guidance,
                      seed=seed, split=split, init_noise=init_noise, step_noise=step_noise,
-                     out=ctx.out / "evals" / name, show_progress=ctx.show_progress)
+                     out=ctx.out / "evals" / name, progress=ctx.progress)
     r["eval_seconds"] = round(time.time() - t, 1)
     return r
 

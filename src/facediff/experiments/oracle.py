@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from facediff.errors import FacediffError
+from facediff.progress import Progress
 from facediff.models.estimator import EstimatorConfig
 from facediff.training.estimator import train_estimator
 
@@ -29,7 +30,7 @@ def train_oracle(out: str | Path | None = None, budget_minutes: float = 40.0, *,
                  style: str = "mixed", seed: int = 0, batch_size: int = 64, lr: float = 2e-3,
                  widths: tuple[int, ...] = (16, 32, 64, 128), feature_dim: int = 256, heldout_n: int = 1200,
                  eval_every: int = 300, data_dir: str | Path | None = None, work_dir: str | Path | None = None,
-                 progress: Callable[[int, int, float], None] | None = None) -> dict[str, Any]:
+                 progress: Progress | None = None) -> dict[str, Any]:
     """Render SynthFaces, train the oracle within ``budget_minutes`` (rendering included), write it to ``out``.
 
     ``out`` receives ``config.json`` + ``model.safetensors`` (the estimator) and ``metrics.json`` (validation

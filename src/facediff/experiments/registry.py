@@ -13,18 +13,30 @@ from typing import Any, Callable
 
 from facediff.errors import FacediffError
 from facediff.experiments.common import Ctx, finish, fmt, md_table
+from facediff.progress import Progress
+from facediff.registry import RECIPES as RECIPE_INFO
+from facediff.registry import RecipeInfo
 
 
 @dataclass(frozen=True)
 class Recipe:
-    """One experiment: what it reproduces and how to run it."""
+    """One experiment: its entry in ``facediff.registry.RECIPES`` and the function that runs it."""
 
     name: str  # the CLI name
-    seed: str  # the write-up (and table) it reproduces
-    summary: str  # one line for `facediff experiment --help`
-    budget_minutes: float  # default wall-clock budget (2 CPU cores, 32x32)
+    info: RecipeInfo  # seed, summary, default budget, whether it trains
     run: Callable[[Ctx], dict[str, Any]]  # the recipe
-    trains: bool  # True: trains its own models (``model`` unused); False: samples ``model``
+
+    @property
+    def budget_minutes(self) -> float:
+        return self.info.budget_minutes
+
+    @property
+    def summary(self) -> str:
+        return self.info.summary
+
+    @property
+    def trains(self) -> bool:
+        return self.info.trains
 
 
 def _run_oracle(ctx: Ctx) -> dict[str, Any]:
@@ -56,23 +68,12 @@ def _run_oracle(ctx: Ctx) -> dict[str, Any]:
 def _recipes() -> dict[str, Recipe]:
     from facediff.experiments import sampler_sweep, seed000, seed002, seed003
 
-    items = [
-        Recipe("seed003-timesteps", "003 Q1", "T = 100 / 300 / 500, same budget each (unconditional anime DDPM)",
-               30.0, seed003.run_timesteps, True),
-        Recipe("seed003-noise", "003 Q2", "initial noise zeroed / step noise removed / both, on one model",
-               20.0, seed003.run_noise, False),
-        Recipe("seed002-grid", "002 Table 4.1", "GA x T x Min-SNR x channels, 16 short runs, best per metric",
-               30.0, seed002.run_grid, True),
-        Recipe("seed002-baselines", "002 Table 3.1", "untrained model vs ground truth on every metric",
-               15.0, seed002.run_baselines, True),
-        Recipe("sampler-sweep", "002 Sec. 2.1", "DDPM-1000 vs DDIM / DPM-Solver++ / UniPC at 10, 20, 50 steps",
-               30.0, sampler_sweep.run_sweep, False),
-        Recipe("seed000", "000", "VQ autoencoder + sketch-conditional LDM on anime faces (PSNR vs the seed's 25.31)",
-               30.0, seed000.run_seed000, True),
-        Recipe("oracle", "002 Sec. 3.2", "train the SynthFaces oracle (attribute estimator) within the budget",
-               40.0, _run_oracle, True),  # the bundled oracle: 40 000 faces, 40 min on one thread
-    ]
-    return {r.name: r for r in items}
+    runs = {"seed003-timesteps": seed003.run_timesteps, "seed003-noise": seed003.run_noise,
+            "seed002-grid": seed002.run_grid, "seed002-baselines": seed002.run_baselines,
+            "sampler-sweep": sampler_sweep.run_sweep, "seed000": seed000.run_seed000, "oracle": _run_oracle}
+    if set(runs) != set(RECIPE_INFO):
+        raise RuntimeError(f"facediff.registry.RECIPES and the recipe functions disagree: {sorted(set(runs) ^ set(RECIPE_INFO))}")
+    return {name: Recipe(name, RECIPE_INFO[name], runs[name]) for name in RECIPE_INFO}
 
 
 RECIPES: dict[str, Recipe] = _recipes()
@@ -80,7 +81,7 @@ RECIPES: dict[str, Recipe] = _recipes()
 
 def run_experiment(name: str, out: str | Path, *, data: str | Path | None = None,
                    budget_minutes: float | None = None, size: int = 32, model: str | Path | None = None,
-                   n_eval: int | None = None, show_progress: bool = True, tiny: bool = False) -> dict[str, Any]:
+                   n_eval: int | None = None, progress: Progress | None = None, tiny: bool = False) -> dict[str, Any]:
     """Run recipe ``name`` into ``out``; returns its results dict (also written to OUT/results.json).
 
     ``data``: a prepared data set (default: SynthFaces rendered into OUT/data). ``budget_minutes``: the
@@ -103,5 +104,5 @@ def run_experiment(name: str, out: str | Path, *, data: str | Path | None = None
     out.mkdir(parents=True, exist_ok=True)
     ctx = Ctx(name=name, out=out, budget_minutes=float(budget_minutes or recipe.budget_minutes), size=size,
               data=Path(data) if data is not None else None, model=str(model) if model is not None else None,
-              n_eval=n_eval, show_progress=show_progress, tiny=tiny)
+              n_eval=n_eval, progress=progress, tiny=tiny)
     return recipe.run(ctx)

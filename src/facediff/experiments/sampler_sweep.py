@@ -23,10 +23,10 @@ SEED_NOTE = "seed 002 (paper): ancestral DDPM, T = 1000 NFE/image (Sec. 2.1); no
 
 def run_sweep(ctx: Ctx) -> dict[str, Any]:
     """DDPM-1000 vs DDIM / DPM-Solver++ / UniPC at 10, 20, 50 steps on ``ctx.model`` (None = bundled default)."""
-    from facediff.models.bundle import load_bundle
+    from facediff.pipelines.load import load_pipeline
 
-    bundle = load_bundle(ctx.model)
-    T = int(bundle.scheduler_config["num_train_timesteps"])
+    bundle = load_pipeline(ctx.model)
+    T = int(bundle.scheduler.config["num_train_timesteps"])
     data, split = prepare_data(ctx, "human" if bundle.conditional else "anime", 64 if ctx.tiny else 4000)
     spec = [(REFERENCE[0], min(REFERENCE[1], T))] + [(s, min(k, T)) for s, k in FAST]
     cost = 0.0 if ctx.tiny else sampling_cost(ctx.model, "ddim")
@@ -63,11 +63,11 @@ def run_sweep(ctx: Ctx) -> dict[str, Any]:
                  fmt(floor["attr_accuracy"], "pct"), fmt(floor["fd_by_condition"]), fmt(floor["diversity"]), ""])
     verdict = ("not measured" if goal["met"] is None else
                f"{'met' if goal['met'] else 'NOT met'} (ratio {ratio:.3f})")
-    md = [f"Samplers on one model ({bundle.path}): FD_oracle and attribute accuracy against network evaluations.",
+    md = [f"Samplers on one model ({bundle.model_dir}): FD_oracle and attribute accuracy against network evaluations.",
           "", f"Reference: {SEED_NOTE}.", "", f"## {ctx.data_label()}", "", *md_table(head, rows), "",
           f"n = {n} images per arm (the same n, seeds and conditions in every arm, so FD values are comparable; "
           f"FD at small n is biased upward, compare rows, not papers). NFE counts guidance's conditional + "
           f"unconditional pass{' (x2)' if cfg_x == 2 else ''}; guidance 3.",
           f"Goal: {GOAL[0]} {GOAL[1]} steps within {GOAL[2]:.0%} of DDPM-{min(REFERENCE[1], T)}'s FD_oracle: {verdict}."]
-    res = {"n": n, "model": str(bundle.path), "arms": arms, "goal": goal}
+    res = {"n": n, "model": str(bundle.model_dir), "arms": arms, "goal": goal}
     return finish(ctx, res, md, {a["name"]: grid_of(ctx, a["name"]) for a in arms}, floors={"real vs real": floor})

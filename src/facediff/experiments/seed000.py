@@ -11,6 +11,8 @@ whose sketch was given).
 from __future__ import annotations
 
 import time
+
+import numpy as np
 from typing import Any
 
 from facediff.experiments.common import Ctx, config_path, finish, fmt, md_table, prepare_data
@@ -19,22 +21,25 @@ SEED000_PSNR, SEED000_LPIPS = 25.31, 0.1005  # seed 000, autoencoder on Danbooru
 
 
 def run_seed000(ctx: Ctx) -> dict[str, Any]:
-    from facediff import api
-    from facediff.metrics.reconstruction import evaluate_autoencoder
+    from facediff.imaging import make_grid, save_png
+    from facediff.pipelines.load import load_pipeline
+    from facediff.evaluation.autoencoder import evaluate_autoencoder
+    from facediff.evaluation.evaluate import evaluate
+    from facediff.training.run import train
 
     data, split = prepare_data(ctx, "anime", 160 if ctx.tiny else 6000)
     ae_run, ldm_run = ctx.out / "runs" / "vq", ctx.out / "runs" / "ldm"
     train_s = max(0.05, ctx.left_s() * 0.8 / 60)  # 80 % of the budget trains, the rest evaluates
     tiny_ae = ["train.max_steps=2", "autoencoder.disc_start=1"] if ctx.tiny else []
-    ae_cfg = config_path("tiny-vq.toml" if ctx.tiny else "vq-f4-64.toml")
+    ae_cfg = config_path("tiny-vq" if ctx.tiny else "vq-f4-64")
     size_over = [f"data.path={data}", f"data.size={ctx.size}"]
     if not (ae_run / "export" / "facediff.json").is_file():
-        api.train("autoencoder", ae_cfg, ae_run, overrides=size_over + tiny_ae + [
+        train("autoencoder", ae_cfg, ae_run, overrides=size_over + tiny_ae + [
             "train.max_steps=1000000" if not ctx.tiny else "train.checkpoint_every=0",
-            f"train.time_budget_minutes={train_s * 0.45:.3f}"], show_progress=ctx.show_progress)
+            f"train.time_budget_minutes={train_s * 0.45:.3f}"], progress=ctx.progress)
     ae_eval = evaluate_autoencoder(ae_run, data, n=32 if ctx.tiny else 256, split=split or "train")
     if not (ldm_run / "export" / "facediff.json").is_file():
-        ldm_cfg = config_path("tiny-ldm.toml")
+        ldm_cfg = config_path("tiny-ldm")
         over = size_over + [f"latent.autoencoder={ae_run}", "latent.sketch=true", "model.conditioning=none"]
         if ctx.tiny:
             over += ["train.max_steps=2"]
@@ -46,14 +51,16 @@ def run_seed000(ctx: Ctx) -> dict[str, Any]:
                      "diffusion.prediction_type=v_prediction", "diffusion.loss_weighting=min_snr",
                      "train.batch_size=32", "train.lr=5e-4", "train.warmup_steps=100", "train.checkpoint_every=500",
                      "train.log_every=25"]
-        api.train("ldm", ldm_cfg, ldm_run, overrides=over, show_progress=ctx.show_progress)
+        train("ldm", ldm_cfg, ldm_run, overrides=over, progress=ctx.progress)
     n = ctx.n_eval or (8 if ctx.tiny else 128)
     steps = ctx.steps(25)
     t = time.time()
-    with_sketch = api.evaluate(ldm_run, data, metrics="fd,kid,sketch,diversity,timing", n=n, steps=steps,
-                               split=split, out=ctx.out / "evals" / "sketch", show_progress=ctx.show_progress)
-    uncond = api.sample(ldm_run, n=n, steps=steps, out=ctx.out / "evals" / "unconditional.png",
-                        show_progress=ctx.show_progress)
+    with_sketch = evaluate(ldm_run, data, metrics="fd,kid,sketch,diversity,timing", n=n, steps=steps,
+                               split=split, out=ctx.out / "evals" / "sketch", progress=ctx.progress)
+    uncond_images = load_pipeline(ldm_run)(n, steps=steps, progress=ctx.progress).images
+    save_png(make_grid(uncond_images, int(np.ceil(np.sqrt(n))), scale=max(1, 96 // ctx.size)),
+             ctx.out / "evals" / "unconditional.png")
+    uncond = {"images": uncond_images}
     from facediff.metrics.features import OracleFeatures
     from facediff.metrics.fd import fd_from_features
     from facediff.data.prepared import PreparedDataset

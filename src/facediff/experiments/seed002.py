@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from facediff.experiments.common import (
+    untrained_arm,
     Ctx, arm_seconds, base_config, base_overrides, evaluate_arm, finish, fmt, grid_of, md_table, pick,
     prepare_data, probe, sampling_cost, size_n, steps_for, train_arm)
 from facediff.experiments.seed003 import linear_betas
@@ -148,14 +149,14 @@ def _grid_markdown(ctx: Ctx, arms: list[dict[str, Any]], best: dict[str, str | N
 
 def run_baselines(ctx: Ctx) -> dict[str, Any]:
     """Table 3.1: an untrained DDPM (random weights, 0 steps) and the real images on every metric."""
-    from facediff.models.bundle import DEFAULT_MODEL_DIR
+    from facediff.pipelines.load import DEFAULT_MODEL_DIR
 
     data, split = prepare_data(ctx, "human", 64 if ctx.tiny else 4000)
     cfg = base_config(ctx)
-    untrained = train_arm(ctx, "untrained", cfg, base_overrides(ctx, data, 0))
+    untrained = untrained_arm(ctx, "untrained", cfg, base_overrides(ctx, data, 1))
     evals: list[tuple[str, str | Path | None]] = [("untrained", untrained["run"])]
     trained_label = None
-    if ctx.model is not None or (DEFAULT_MODEL_DIR / "facediff.json").is_file():
+    if ctx.model is not None or (DEFAULT_MODEL_DIR / "model_index.json").is_file():
         trained_label = "trained (" + (str(ctx.model) if ctx.model else "bundled default model") + ")"
         evals.append(("trained", ctx.model))
     cost = 0.0 if ctx.tiny else sum(sampling_cost(m) for _, m in evals)

@@ -101,10 +101,10 @@ NOISE_ARMS = (
 
 def run_noise(ctx: Ctx) -> dict[str, Any]:
     """Q2: sampling-only ablation of the initial and per-step noise on one trained model."""
-    from facediff.models.bundle import load_bundle
+    from facediff.pipelines.load import load_pipeline
 
-    bundle = load_bundle(ctx.model)
-    T = int(bundle.scheduler_config["num_train_timesteps"])
+    bundle = load_pipeline(ctx.model)
+    T = int(bundle.scheduler.config["num_train_timesteps"])
     data, split = prepare_data(ctx, "human" if bundle.conditional else "anime", 64 if ctx.tiny else 4000)
     arms_spec = [(lab, init, sn, smp, ctx.steps(min(st, T)), claim) for lab, init, sn, smp, st, claim in NOISE_ARMS]
     cost = 0.0 if ctx.tiny else sampling_cost(ctx.model, "ddpm")
@@ -128,10 +128,10 @@ def run_noise(ctx: Ctx) -> dict[str, Any]:
                  "image, so diversity never reaches 0 even from identical noise."
                  if bundle.conditional else "The model is unconditional.")
     md = ["Seed 003, Q2: the initial noise x_T and the per-step noise of ancestral sampling, on one trained model "
-          f"({bundle.path}).", "", f"## {ctx.data_label()}", "", *md_table(head, rows), "",
+          f"({bundle.model_dir}).", "", f"## {ctx.data_label()}", "", *md_table(head, rows), "",
           f"n = {n} images per arm; the same seeds in every arm. {cond_note}",
           "Diversity is the mean pairwise oracle-feature distance; seed 003's claims are quoted in the last column. "
           "With ancestral DDPM the step noise alone re-injects randomness, so a zeroed x_T need not remove "
           "diversity; the DDIM (eta = 0) rows show where the claim does hold."]
-    res = {"seed": "003", "question": "Q2 noise", "model": str(bundle.path), "n": n, "arms": arms}
+    res = {"seed": "003", "question": "Q2 noise", "model": str(bundle.model_dir), "n": n, "arms": arms}
     return finish(ctx, res, md, {a["name"]: grid_of(ctx, a["dir"]) for a in arms}, floors={"real vs real": floor})

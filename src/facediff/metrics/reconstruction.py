@@ -74,24 +74,3 @@ def reconstruction_metrics(ae: Autoencoder, images_uint8: np.ndarray, batch: int
         except FacediffError:  # no bundled oracle in this install
             pass
     return out
-
-
-def evaluate_autoencoder(model: str | Path, data: str | Path, *, n: int = 256, split: str = "val", batch: int = 64,
-                         lpips_weights: str | Path | None = None, device: str = "cpu") -> dict[str, Any]:
-    """Reconstruction metrics of an autoencoder run/export dir on up to ``n`` images of a prepared data set's
-    ``split`` ("" = all), resized to the autoencoder's sample size when they differ."""
-    from facediff.data.prepared import PreparedDataset
-    from facediff.training.autoencoder import load_autoencoder
-    from facediff.training.data import _resize_all
-
-    if n < 1:
-        raise FacediffError(f"--n {n}: must be at least 1")
-    ae, meta = load_autoencoder(model, device=device)
-    ds = PreparedDataset(data, split=split or None)
-    images = ds.images(np.arange(min(n, len(ds))))
-    size = int(meta["sample_size"])
-    if ds.size != size:
-        images = _resize_all(images, size)
-    res = reconstruction_metrics(ae, images, batch=batch, lpips_weights=lpips_weights)
-    return {**res, "model": str(model), "data": str(data), "split": split or "all", "ae_kind": meta["ae_kind"],
-            "downsample": meta["downsample"]}

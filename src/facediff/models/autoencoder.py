@@ -21,6 +21,7 @@ Also here: codebook statistics (usage, perplexity), dead-code restart, and the P
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -249,3 +250,26 @@ def adaptive_gan_weight(rec_loss: torch.Tensor, gan_loss: torch.Tensor, last_lay
 def last_layer(ae: Autoencoder) -> torch.Tensor:
     """G_L of eq. 7: the weight of the decoder's output convolution."""
     return ae.decoder.conv_out.weight
+
+
+def vae_downsample(ae: Autoencoder) -> int:
+    """f of a built or loaded autoencoder: 2 ** (levels - 1)."""
+    return 2 ** (len(ae.config.block_out_channels) - 1)
+
+
+def load_vae(folder: str | Path, device: str | torch.device = "cpu") -> Autoencoder:
+    """A diffusers ``vae/`` folder (VQModel or AutoencoderKL, by its config's ``_class_name``), safetensors only."""
+    import json
+
+    folder = Path(folder)
+    cfg_file = folder / "config.json"
+    try:
+        name = json.loads(cfg_file.read_text()).get("_class_name")
+    except (OSError, ValueError):
+        raise FacediffError(f"{cfg_file}: missing or not valid JSON; re-export the autoencoder") from None
+    classes = {"VQModel": VQModel, "AutoencoderKL": AutoencoderKL}
+    if name not in classes:
+        raise FacediffError(f"{cfg_file}: _class_name = {name!r} is not an autoencoder (VQModel or AutoencoderKL)")
+    if not (folder / "diffusion_pytorch_model.safetensors").is_file():
+        raise FacediffError(f"{folder} has no diffusion_pytorch_model.safetensors (facediff loads safetensors only)")
+    return classes[name].from_pretrained(folder, use_safetensors=True).to(device).eval()

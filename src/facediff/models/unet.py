@@ -64,39 +64,29 @@ def build_unet(cfg: ModelConfig, sample_size: int, *, in_channels: int | None = 
     )
 
 
-def unet_forward(net: nn.Module, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
-    """One network evaluation: the prediction (eps / v / x0, as trained) for noisy input x at timesteps t.
+def unet_call(net: nn.Module, x: torch.Tensor, t: torch.Tensor, *, class_labels: torch.Tensor | None = None,
+              encoder_hidden_states: torch.Tensor | None = None, encoder_attention_mask: torch.Tensor | None = None,
+              concat: torch.Tensor | None = None) -> torch.Tensor:
+    """f(x_t, t, **condition): the prediction (eps / v / x0, as trained) for noisy input x at timesteps t.
 
-    ``cond`` is the (B, A*L) concatenated one-hot attribute vector; None means the null condition.
+    The keywords are the fields of ``facediff.conditioning.Condition``: ``class_labels`` (B, A*L) attribute
+    one-hots drive AdaGN through the class embedding (None = the null condition, zeros);
+    ``encoder_hidden_states`` (B, L, D) feed cross-attention; ``concat`` (B, C, h, w) maps are concatenated
+    to x_t (latent-diffusion "concat" conditioning, Rombach et al. 2022) and must be present for a model
+    trained with them (zeros = the null sketch).
     """
     if t.ndim == 0:
         t = t.expand(x.shape[0])
+    if concat is not None:
+        x = torch.cat([x, concat.to(x.dtype)], dim=1)
     inner = net.module if hasattr(net, "module") else net  # unwrap DDP
     if isinstance(inner, UNet2DConditionModel):
-        if cond is None:
-            cond = torch.zeros(x.shape[0], inner.config.projection_class_embeddings_input_dim,
-                               device=x.device, dtype=x.dtype)
-        return net(x, t, encoder_hidden_states=None, class_labels=cond.to(x.dtype)).sample
+        if class_labels is None and inner.config.class_embed_type is not None:
+            class_labels = torch.zeros(x.shape[0], inner.config.projection_class_embeddings_input_dim,
+                                       device=x.device, dtype=x.dtype)
+        return net(x, t, encoder_hidden_states=encoder_hidden_states, class_labels=None if class_labels is None
+                   else class_labels.to(x.dtype), encoder_attention_mask=encoder_attention_mask).sample
     return net(x, t).sample
-
-
-def conditioned_forward(net: nn.Module, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None,
-                        attr_dim: int, sketch_hw: tuple[int, int] | None) -> torch.Tensor:
-    """f(x_t, t, c) where c = [attribute one-hots (attr_dim) | sketch ink density flattened (h*w)].
-
-    The sketch (latent-diffusion "concat" conditioning, Rombach et al. 2022) is reshaped to one channel and
-    concatenated to x_t; a zero sketch is the null sketch. The attribute part drives AdaGN via the class
-    embedding (None when the model is unconditional in attributes).
-    """
-    attrs = None if cond is None or attr_dim == 0 else cond[:, :attr_dim]
-    if sketch_hw is not None:
-        h, w = sketch_hw
-        if cond is None or cond.shape[1] < attr_dim + h * w:
-            sk = torch.zeros(x.shape[0], 1, h, w, device=x.device, dtype=x.dtype)
-        else:
-            sk = cond[:, attr_dim:attr_dim + h * w].reshape(-1, 1, h, w).to(x.dtype)
-        x = torch.cat([x, sk], dim=1)
-    return unet_forward(net, x, t, attrs)
 
 
 def count_parameters(net: nn.Module) -> int:

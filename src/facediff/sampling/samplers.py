@@ -11,6 +11,8 @@ Reproducibility: image i draws its initial noise and then every per-step noise f
 ``torch.Generator(generator_device).manual_seed(seeds[i])`` (diffusers' ``randn_tensor`` takes a list of
 generators, one per batch row), so image i is the same whatever the batch it is sampled in.
 The whole update runs in float32; only the ``denoise`` call sees ``dtype``.
+``callback(done, total, x)`` after every step reports progress and may return True to stop early (the
+pipeline's interrupt flag); samplers know nothing about networks, conditions or faces.
 """
 from __future__ import annotations
 
@@ -18,7 +20,6 @@ import inspect
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import numpy as np
 import torch
 from diffusers import (
     DDIMScheduler,
@@ -30,12 +31,12 @@ from diffusers import (
 )
 from diffusers.utils.torch_utils import randn_tensor
 
+from facediff.diffusion.process import predicted_x0_eps
 from facediff.errors import FacediffError
+from facediff.registry import INIT_NOISE, SAMPLERS, check_choice
 
-SAMPLERS: tuple[str, ...] = ("ddpm", "ddim", "dpmpp", "euler", "heun", "unipc")
-INIT_NOISE: tuple[str, ...] = ("normal", "zero", "constant")
-
-Denoise = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+Denoise = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # denoise(x_t, t) -> prediction
+StepCallback = Callable[[int, int, torch.Tensor], "bool | None"]  # (done, total, x) -> True to stop
 
 _SCHEDULERS: dict[str, tuple[type, dict[str, Any]]] = {
     "ddpm": (DDPMScheduler, {"variance_type": "fixed_small"}),  # sigma_t^2 = beta~_t (Ho et al. eq. 7)
@@ -53,8 +54,7 @@ def make_scheduler(sampler: str, scheduler_config: dict[str, Any]) -> Any:
     Keys the class does not take (e.g. ``clip_sample`` for Euler, ``_class_name`` of an exported config)
     are dropped so diffusers does not warn about them.
     """
-    if sampler not in _SCHEDULERS:
-        raise FacediffError(f"unknown sampler {sampler!r} (known: {', '.join(SAMPLERS)})")
+    check_choice("sampler", sampler, SAMPLERS)
     cls, extra = _SCHEDULERS[sampler]
     accepted = set(inspect.signature(cls.__init__).parameters)
     cfg = {k: v for k, v in {**scheduler_config, **extra}.items() if k in accepted}
@@ -67,30 +67,6 @@ def _timestep_batch(t: torch.Tensor, batch: int, device: torch.device | str) -> 
     if t.is_floating_point() and torch.equal(t, t.round()):
         t = t.long()
     return t.reshape(1).expand(batch)
-
-
-def _ddpm_posterior_mean(scheduler: DDPMScheduler, out: torch.Tensor, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """mu~_t(x_t, x0_hat) of q(x_{t'} | x_t, x_0) (Ho et al. 2020, eq. 7) for the strided step t -> t'.
-
-    Hand-written because DDPMScheduler.step always adds its variance noise (seed 003: step noise off).
-    Same quantities as diffusers' DDPMScheduler.step: beta_t = 1 - alpha_bar_t / alpha_bar_t'.
-    """
-    ti = int(t)
-    prev = int(scheduler.previous_timestep(ti))
-    ab = scheduler.alphas_cumprod.to(torch.float64)
-    ab_t = ab[ti]
-    ab_prev = ab[prev] if prev >= 0 else torch.tensor(1.0, dtype=torch.float64)
-    beta_t = 1.0 - ab_t / ab_prev
-    pt = scheduler.config.prediction_type
-    if pt == "epsilon":
-        x0 = (x - (1 - ab_t).sqrt().item() * out) / ab_t.sqrt().item()
-    elif pt == "v_prediction":
-        x0 = ab_t.sqrt().item() * x - (1 - ab_t).sqrt().item() * out
-    else:
-        x0 = out
-    c_x0 = (ab_prev.sqrt() * beta_t / (1 - ab_t)).item()
-    c_xt = ((1 - beta_t).sqrt() * (1 - ab_prev) / (1 - ab_t)).item()
-    return c_x0 * x0 + c_xt * x
 
 
 def _heun_euler_first_step(
@@ -107,13 +83,8 @@ def _heun_euler_first_step(
     unique_t = [scheduler.timesteps[0]] + list(scheduler.timesteps[1::2])  # Heun repeats interior timesteps
     sigma0, sigma1 = float(scheduler.sigmas[0]), float(scheduler.sigmas[1])
     out = model(x / (sigma0**2 + 1) ** 0.5, unique_t[0])
-    pt = scheduler.config.prediction_type
-    if pt == "epsilon":
-        x0 = x - sigma0 * out
-    elif pt == "v_prediction":  # same c_skip / c_out as diffusers' Euler and Heun steps
-        x0 = out * (-sigma0 / (sigma0**2 + 1) ** 0.5) + x / (sigma0**2 + 1)
-    else:
-        x0 = out
+    # in VP terms x_t = x / sqrt(sigma^2 + 1) and alpha_bar = 1 / (sigma^2 + 1) (Karras et al. 2022, table 1)
+    x0, _ = predicted_x0_eps(out, x / (sigma0**2 + 1) ** 0.5, 1.0 / (sigma0**2 + 1), scheduler.config.prediction_type)
     x = x0 + (sigma1 / sigma0) * (x - x0)
     rest = HeunDiscreteScheduler.from_config(scheduler.config)
     rest.set_timesteps(timesteps=[float(t) for t in unique_t[1:]], device=scheduler.timesteps.device)
@@ -133,7 +104,7 @@ def sample(
     step_noise: bool = True,
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float32,
-    progress: Callable[[int, int], None] | None = None,
+    callback: StepCallback | None = None,
     generator_device: torch.device | str = "cpu",
 ) -> torch.Tensor:
     """Run ``sampler`` for ``steps`` steps from x_T and return the raw model-space x_0 (float32, unclamped).
@@ -144,22 +115,21 @@ def sample(
     ``eta`` is DDIM's eta (other samplers ignore it). Seed 003 ablations: ``init_noise`` "zero" starts from
     x_T = 0, "constant" from x_T filled per image and channel with one N(0, 1) draw of that image's seed;
     ``step_noise=False`` makes DDPM / DDIM(eta > 0) steps return the posterior mean without added noise.
-    ``progress(done, total)`` is called after each scheduler step (done = 1..total; Heun makes
-    2 * steps - 2 model calls: its first interval is an Euler step, see ``_heun_euler_first_step``).
+    ``callback(done, total, x)`` is called after each network call's update (done = 1..total; Heun makes
+    2 * steps - 2 network calls: its first interval is an Euler step, see ``_heun_euler_first_step``); when
+    it returns True the current x is returned at once.
     """
     shape = tuple(int(s) for s in shape)
     if len(shape) < 2:
         raise FacediffError(f"sample: shape {shape} must be (batch, channels, ...)")
-    if sampler not in SAMPLERS:
-        raise FacediffError(f"unknown sampler {sampler!r} (known: {', '.join(SAMPLERS)})")
-    if init_noise not in INIT_NOISE:
-        raise FacediffError(f"unknown init_noise {init_noise!r} (known: {', '.join(INIT_NOISE)})")
+    check_choice("sampler", sampler, SAMPLERS)
+    check_choice("init_noise", init_noise, INIT_NOISE)
     if len(seeds) != shape[0]:
         raise FacediffError(f"sample: {len(seeds)} seeds for a batch of {shape[0]}; give one seed per image")
     T = int(scheduler_config["num_train_timesteps"])
     if not 1 <= int(steps) <= T:
         raise FacediffError(f"steps = {steps}: choose 1..{T} (the model's num_train_timesteps)")
-    if eta < 0:
+    if not eta >= 0 or eta == float("inf"):
         raise FacediffError(f"eta = {eta}: must be >= 0 (0 = deterministic DDIM, 1 = DDPM-like)")
 
     scheduler = make_scheduler(sampler, scheduler_config)
@@ -173,6 +143,12 @@ def sample(
                 "or less total noise (e.g. beta_start and beta_end scaled by 1000 / T)"
             )
     scheduler.set_timesteps(int(steps), device=device)
+    if sampler == "ddpm" and not step_noise:
+        # the posterior mean mu~_t(x_t, x0_hat) of q(x_t' | x_t, x0) (Ho et al. 2020, eq. 7) is DDIM's step
+        # with eta = 1 and zero variance noise (Song et al. 2021, sec. 4.1): same timesteps, same alpha_bar
+        scheduler = make_scheduler("ddim", scheduler_config)
+        scheduler.set_timesteps(int(steps), device=device)
+        sampler, eta = "ddim", 1.0
     generators = [torch.Generator(generator_device).manual_seed(int(s)) for s in seeds]
     B = shape[0]
 
@@ -198,19 +174,15 @@ def sample(
         x, scheduler = _heun_euler_first_step(scheduler, model, x)
         done = 1
         total = 1 + len(scheduler.timesteps)
-        if progress is not None:
-            progress(done, total)
+        if callback is not None and callback(done, total, x):
+            return x
 
     takes_generator = "generator" in inspect.signature(scheduler.step).parameters
     for t in scheduler.timesteps:
         x_in = scheduler.scale_model_input(x, t)  # Euler/Heun: x / sqrt(sigma^2 + 1); identity otherwise
         out = model(x_in, t)
         if sampler == "ddpm":
-            x = (
-                scheduler.step(out, t, x, generator=generators).prev_sample
-                if step_noise
-                else _ddpm_posterior_mean(scheduler, out, t, x)
-            )
+            x = scheduler.step(out, t, x, generator=generators).prev_sample
         elif sampler == "ddim":
             if step_noise or eta == 0:
                 x = scheduler.step(out, t, x, eta=float(eta), generator=generators).prev_sample
@@ -221,16 +193,6 @@ def sample(
             x = scheduler.step(out, t, x, **kwargs).prev_sample
         x = x.to(torch.float32)
         done += 1
-        if progress is not None:
-            progress(done, total)
+        if callback is not None and callback(done, total, x):
+            break
     return x
-
-
-def to_uint8(x: torch.Tensor) -> np.ndarray:
-    """Model-space images in [-1, 1], (B, C, H, W) with C in {1, 3} -> uint8 (B, H, W, 3)."""
-    if x.ndim != 4 or x.shape[1] not in (1, 3):
-        raise FacediffError(f"to_uint8: expected (batch, 1 or 3, H, W) images, got shape {tuple(x.shape)}")
-    x = x.detach().float().clamp(-1.0, 1.0)
-    if x.shape[1] == 1:
-        x = x.expand(-1, 3, -1, -1)
-    return ((x + 1.0) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()

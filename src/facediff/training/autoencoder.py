@@ -24,29 +24,29 @@ checkpoints (the discriminator, its optimizer and the code-use counts ride along
 from __future__ import annotations
 
 import json
-import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from accelerate import Accelerator
 from torch import nn
 
-from facediff.config import AutoencoderConfig, RunConfig, load_config_json, save_config, to_dict
+from facediff.config import AutoencoderConfig, RunConfig, load_config_json, to_dict
 from facediff.data.prepared import PreparedDataset
 from facediff.errors import FacediffError
+from facediff.imaging import resize_square
 from facediff.models.autoencoder import (
     Autoencoder, CodeUsage, NLayerDiscriminator, adaptive_gan_weight, build_autoencoder, check_config, codebook,
-    codebook_stats, decode, disc_layers, downsample_factor, encode, hinge_d_loss, hinge_g_loss, is_vq, last_layer,
-    latent_channels, quantize, restart_dead_codes, vq_loss)
-from facediff.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from facediff.training.data import TrainingData, _resize_all, resolve_dataset
-from facediff.training.loop import _lr_lambda, check_run_start, make_accelerator, step_seed
-from facediff.training.progress import ProgressBar, open_run_logs
+    codebook_stats, decode, disc_layers, encode, hinge_d_loss, hinge_g_loss, is_vq, last_layer, load_vae, quantize,
+    restart_dead_codes, vq_loss)
+from facediff.progress import Progress
+from facediff.training.checkpoint import latest_checkpoint
+from facediff.training.common import step_generator
+from facediff.training.data import TrainingData
+from facediff.training.loop import Task, train_loop
 
-AE_META = "facediff.json"  # the export's metadata file (as training/export.py)
 _RESTART_STREAM = 1_000_003  # micro-batch slot of the dead-code restart's generator (never a real micro-batch)
 
 
@@ -128,7 +128,7 @@ def heldout_images(data_path: Path, cfg: RunConfig) -> tuple[np.ndarray, bool]:
     heldout = "val" in splits and cfg.data.split != "val"
     ds = PreparedDataset(data_path, split="val" if heldout else (cfg.data.split or None))
     images = ds.images(np.arange(min(cfg.autoencoder.eval_n, len(ds))))
-    return (images if ds.size == cfg.data.size else _resize_all(images, cfg.data.size)), heldout
+    return (images if ds.size == cfg.data.size else resize_square(images, cfg.data.size)), heldout
 
 
 def evaluate(ae: Autoencoder, images: np.ndarray, grid_path: Path | None, lpips_weights: str = "") -> dict[str, Any]:
@@ -145,228 +145,161 @@ def evaluate(ae: Autoencoder, images: np.ndarray, grid_path: Path | None, lpips_
     return res
 
 
-def train_autoencoder(cfg: RunConfig, out: str | Path, *, resume: bool = False, show_progress: bool = True,
-                      time_budget_s: float | None = None) -> dict[str, Any]:
-    """Train the autoencoder of ``cfg`` into run directory ``out``; returns the summary (also logs/summary.json).
+class AutoencoderTask(Task):
+    """Generator (the autoencoder) + optional PatchGAN discriminator; codebook restarts; held-out evals."""
 
-    ``time_budget_s`` stops training early (then checkpoints, evaluates and exports as at max_steps).
-    """
-    out, tc, ac = Path(out), cfg.train, cfg.autoencoder
-    if cfg.kind != "autoencoder":
-        raise FacediffError(f"kind = {cfg.kind!r}: this trainer handles kind = 'autoencoder'")
-    check_run_start(out, resume, tc.mixed_precision)
-    check_config(ac, cfg.data.size)
-    perceptual, perceptual_note = build_perceptual(ac)
-    acc = make_accelerator(tc.mixed_precision)
-    main, world, rank = acc.is_main_process, acc.num_processes, acc.process_index
-    if main:
-        for sub in ("state", "export", "logs", "samples", "cache"):
-            (out / sub).mkdir(parents=True, exist_ok=True)
-        if not resume:
-            save_config(cfg, out / "config.json")
-        resolve_dataset(cfg.data, out / "cache")
-    acc.wait_for_everyone()
-    data_path = resolve_dataset(cfg.data, out / "cache")
-    data = TrainingData(data_path, cfg.data, replace(cfg.model, conditioning="none"), tc.seed)
-    val_images, heldout = heldout_images(data_path, cfg)
+    def __init__(self, cfg: RunConfig, out: Path, progress: Progress | None = None):
+        self.cfg, self.out, self.progress = cfg, Path(out), progress
+        self.name = f"train autoencoder ({cfg.autoencoder.kind})"
+        check_config(cfg.autoencoder, cfg.data.size)
+        self.perceptual, self.perceptual_note = build_perceptual(cfg.autoencoder)
 
-    torch.manual_seed(tc.seed)  # identical initial weights on every process
-    ae = build_autoencoder(ac, cfg.data.size)
-    vq = is_vq(ae)
-    # Adam betas (0.5, 0.9) for both players of the GAN, as Esser et al. 2021 (taming-transformers);
-    # without a discriminator the usual (0.9, 0.999).
-    betas = (0.5, 0.9) if ac.disc_weight > 0 else (0.9, 0.999)
-    opt_g = torch.optim.AdamW(ae.parameters(), lr=tc.lr, betas=betas, weight_decay=tc.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt_g, _lr_lambda(cfg))
-    disc = opt_d = None
-    if ac.disc_weight > 0:
-        disc = NLayerDiscriminator(3, ac.disc_channels, disc_layers(cfg.data.size))
-        opt_d = torch.optim.AdamW(disc.parameters(), lr=tc.lr, betas=(0.5, 0.9), weight_decay=0.0)
-    usage = CodeUsage(codebook(ae).shape[0]) if vq else None
-    extra_modules: dict[str, tuple[nn.Module, Any]] = {}
-    if disc is not None:
-        extra_modules["discriminator"] = (disc, opt_d)
-    if usage is not None:
-        extra_modules["code_usage"] = (usage, None)
-    start_step, nonfinite_total = 0, 0
-    ckpt = latest_checkpoint(out) if resume else None
-    if ckpt is not None:
-        trainer = load_checkpoint(ckpt, ae, None, opt_g, sched, extra_modules=extra_modules)
-        start_step, nonfinite_total = trainer["step"], trainer.get("nonfinite_total", 0)
-    gen_pass, opt_g = acc.prepare(_GeneratorPass(ae, ac), opt_g)
-    if disc is not None:
-        disc, opt_d = acc.prepare(disc, opt_d)
-    if perceptual is not None:
-        perceptual.to(acc.device)
-    if usage is not None:
-        usage.to(acc.device)
+    def build(self, acc: Accelerator, data_path: Path) -> None:
+        cfg, tc, ac = self.cfg, self.cfg.train, self.cfg.autoencoder
+        self.data = TrainingData(data_path, cfg.data, seed=tc.seed)
+        self.val_images, self.heldout = heldout_images(data_path, cfg)
+        torch.manual_seed(tc.seed)  # identical initial weights on every process
+        self.ae = build_autoencoder(ac, cfg.data.size)
+        self.vq = is_vq(self.ae)
+        self.model = _GeneratorPass(self.ae, ac)
+        # Adam betas (0.5, 0.9) for both players of the GAN, as Esser et al. 2021 (taming-transformers);
+        # without a discriminator the usual (0.9, 0.999).
+        betas = (0.5, 0.9) if ac.disc_weight > 0 else (0.9, 0.999)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=tc.lr, betas=betas, weight_decay=tc.weight_decay)
+        self.disc = self.opt_d = None
+        if ac.disc_weight > 0:
+            self.disc = NLayerDiscriminator(3, ac.disc_channels, disc_layers(cfg.data.size))
+            self.opt_d = torch.optim.AdamW(self.disc.parameters(), lr=tc.lr, betas=(0.5, 0.9), weight_decay=0.0)
+        self.usage = CodeUsage(codebook(self.ae).shape[0]) if self.vq else None
+        self.last_z = None
+        self.device = acc.device
 
-    log_path, tb = open_run_logs(out, start_step if ckpt is not None else None, main)
+    def extra_modules(self) -> dict[str, tuple[nn.Module, Any]]:
+        mods: dict[str, tuple[nn.Module, Any]] = {}
+        if self.disc is not None:
+            mods["discriminator"] = (self.disc, self.opt_d)
+        if self.usage is not None:
+            mods["code_usage"] = (self.usage, None)
+        return mods
 
-    def log(row: dict[str, Any]) -> None:
-        with open(log_path, "a") as f:
-            f.write(json.dumps(row) + "\n")
-        for k, v in row.items():
-            if k != "step" and isinstance(v, (int, float)) and v is not None:
-                tb.add_scalar(k if "/" in k else f"train/{k}", v, row["step"])
+    def prepare(self, acc: Accelerator) -> None:
+        if self.disc is not None:
+            self.disc, self.opt_d = acc.prepare(self.disc, self.opt_d)
+        if self.perceptual is not None:
+            self.perceptual.to(acc.device)
+        if self.usage is not None:
+            self.usage.to(acc.device)
+        self.raw_ae = acc.unwrap_model(self.model).ae
 
-    def checkpoint(at: int) -> None:
-        save_checkpoint(out, at, acc.unwrap_model(gen_pass).ae, None, opt_g, sched,
-                        {"nonfinite_total": nonfinite_total, "perceptual": perceptual_note}, keep=tc.keep_checkpoints,
-                        extra_modules={k: (acc.unwrap_model(m), o) for k, (m, o) in extra_modules.items()})
+    def disc_on(self, step: int) -> bool:
+        return self.disc is not None and step >= self.cfg.autoencoder.disc_start
 
-    def run_eval(at: int) -> dict[str, Any]:
-        res = evaluate(acc.unwrap_model(gen_pass).ae, val_images, out / "samples" / f"recon-{at:07d}.png",
-                       ac.lpips_weights)
-        log({"step": at, **{f"val/{k}": v for k, v in res.items() if isinstance(v, (int, float))}})
+    def losses(self, step: int, micro: int, rank: int, world: int):
+        ac, tc = self.cfg.autoencoder, self.cfg.train
+        gen = step_generator(tc.seed, step, micro, rank)
+        idx = self.data.order.positions(((step * tc.grad_accum + micro) * world + rank) * tc.batch_size,
+                                        tc.batch_size)
+        x = self.data.pixels(idx)
+        if self.data.hflip:
+            flip = torch.rand(len(idx), generator=gen) < 0.5
+            x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+        x = x.to(self.device)
+        if self.disc is not None:
+            self.disc.requires_grad_(False)
+        x_hat, reg, z, codes = self.model(x, None if self.vq else gen)
+        x_hat = x_hat.float()
+        rec = ac.l1_weight * (x - x_hat).abs().mean() + ac.l2_weight * F.mse_loss(x_hat, x)
+        if self.perceptual is not None:
+            rec = rec + ac.perceptual_weight * self.perceptual(x, x_hat).mean()
+        reg = reg.float() * (1.0 if self.vq else ac.kl_weight)
+        loss = rec + reg
+        terms: dict[str, float] = {}
+        out = [loss]
+        if self.disc_on(step):
+            g_gan = hinge_g_loss(self.disc(x_hat).float())
+            lam = adaptive_gan_weight(rec, g_gan, last_layer(self.raw_ae))
+            out[0] = loss = loss + ac.disc_weight * lam * g_gan
+            self.disc.requires_grad_(True)
+            d_loss = hinge_d_loss(self.disc(x).float(), self.disc(x_hat.detach()).float())
+            out.append(d_loss)
+            terms.update(g_gan=float(g_gan.detach()), gan_lambda=float(lam), d_loss=float(d_loss.detach()))
+        if codes is not None:
+            self.usage.update(codes)
+        self.last_z = z.detach()
+        terms.update(rec=float(rec.detach()), reg=float(reg.detach()))
+        return out, terms, len(idx)
+
+    def optimizers_to_step(self, step: int) -> list:
+        return [self.optimizer] + ([self.opt_d] if self.disc_on(step) else [])
+
+    def after_step(self, step: int, acc: Accelerator) -> dict[str, Any]:
+        ac = self.cfg.autoencoder
+        if not (self.vq and ac.dead_code_restart and self.last_z is not None
+                and (step == 1 or step % ac.dead_code_restart == 0)):
+            return {}
+        world = acc.num_processes
+        counts = acc.reduce(self.usage.counts.clone(), reduction="sum") if world > 1 else self.usage.counts
+        zs = acc.gather(self.last_z) if world > 1 else self.last_z
+        window = codebook_stats(counts)
+        restart_gen = step_generator(self.cfg.train.seed, step, _RESTART_STREAM, 0)
+        revived = restart_dead_codes(self.raw_ae, counts == 0, zs, restart_gen)
+        self.usage.reset()
+        return {"revived_codes": revived, "window_codebook_usage": window["codebook_usage"],
+                "window_perplexity": window["perplexity"]}
+
+    def _eval(self, step: int) -> dict[str, Any]:
+        res = evaluate(self.raw_ae, self.val_images, self.out / "samples" / f"recon-{step:07d}.png",
+                       self.cfg.autoencoder.lpips_weights)
+        with open(self.out / "logs" / "metrics.jsonl", "a") as f:
+            f.write(json.dumps({"step": step, **{f"val/{k}": v for k, v in res.items()
+                                                 if isinstance(v, (int, float))}}) + "\n")
         return res
 
-    bar = ProgressBar(tc.max_steps, f"train autoencoder ({ac.kind})", enabled=show_progress and main,
-                      start=start_step)
-    raw_ae = acc.unwrap_model(gen_pass).ae
-    t0 = t_last = time.perf_counter()
-    imgs_since, nonfinite_run, step, acc_n = 0, 0, start_step, {}
-    gen_pass.train()
-    while step < tc.max_steps:
-        if time_budget_s is None and cfg.train.time_budget_minutes:
-            time_budget_s = 60 * cfg.train.time_budget_minutes
-        if time_budget_s is not None and time.perf_counter() - t0 > time_budget_s:
-            break
-        disc_on = disc is not None and step >= ac.disc_start
-        terms: dict[str, float] = {}
-        skipped, last_z = False, None
-        for micro in range(tc.grad_accum):
-            gen = torch.Generator().manual_seed(step_seed(tc.seed, step, micro, rank))
-            idx = data.indices(step, micro, tc.grad_accum, rank, world, tc.batch_size)
-            x = data.batch(idx, gen, 0.0, 0.0)[0].to(acc.device)
-            if disc is not None:
-                disc.requires_grad_(False)
-            with acc.autocast():
-                x_hat, reg, z, codes = gen_pass(x, None if vq else gen)
-                x_hat = x_hat.float()
-                rec = ac.l1_weight * (x - x_hat).abs().mean() + ac.l2_weight * F.mse_loss(x_hat, x)
-                if perceptual is not None:
-                    rec = rec + ac.perceptual_weight * perceptual(x, x_hat).mean()
-                reg = reg.float() * (1.0 if vq else ac.kl_weight)
-                loss = rec + reg
-                if disc_on:
-                    g_gan = hinge_g_loss(disc(x_hat).float())
-                    lam = adaptive_gan_weight(rec, g_gan, last_layer(raw_ae))
-                    loss = loss + ac.disc_weight * lam * g_gan
-                    terms["g_gan"], terms["gan_lambda"] = float(g_gan.detach()), float(lam)
-            finite = torch.isfinite(loss.detach()).float()
-            if world > 1:
-                finite = acc.reduce(finite, reduction="min")
-            if finite.item() < 1:
-                skipped = True
-                break
-            acc.backward(loss / tc.grad_accum)
-            if disc_on:
-                disc.requires_grad_(True)
-                with acc.autocast():
-                    d_loss = hinge_d_loss(disc(x).float(), disc(x_hat.detach()).float())
-                acc.backward(d_loss / tc.grad_accum)
-                terms["d_loss"] = terms.get("d_loss", 0.0) + float(d_loss) / tc.grad_accum
-            if codes is not None:
-                usage.update(codes)
-            last_z = z.detach()
-            for k, v in (("loss", loss), ("rec", rec), ("reg", reg)):
-                terms[k] = terms.get(k, 0.0) + float(v.detach()) / tc.grad_accum
-            imgs_since += len(idx) * world
-        grad_norm = None
-        if skipped:
-            nonfinite_run, nonfinite_total = nonfinite_run + 1, nonfinite_total + 1
-            if nonfinite_run >= tc.max_nonfinite:
-                raise FacediffError(f"stopped at step {step}: {nonfinite_run} non-finite losses in a row; lower "
-                                    f"[train] lr (now {tc.lr}) or use mixed_precision = 'no'")
-        else:
-            nonfinite_run = 0
-            if tc.grad_clip > 0:
-                grad_norm = float(acc.clip_grad_norm_(gen_pass.parameters(), tc.grad_clip))
-            opt_g.step()
-            if disc_on:
-                opt_d.step()
-        opt_g.zero_grad(set_to_none=True)
-        if opt_d is not None:
-            opt_d.zero_grad(set_to_none=True)
-        sched.step()
-        step += 1
-        revived = None
-        if vq and ac.dead_code_restart and last_z is not None and (step == 1 or step % ac.dead_code_restart == 0):
-            counts = acc.reduce(usage.counts.clone(), reduction="sum") if world > 1 else usage.counts
-            zs = acc.gather(last_z) if world > 1 else last_z
-            window = codebook_stats(counts)
-            restart_gen = torch.Generator().manual_seed(step_seed(tc.seed, step, _RESTART_STREAM, 0))
-            revived = restart_dead_codes(raw_ae, counts == 0, zs, restart_gen)
-            usage.reset()
-        bar.update(step, loss=terms.get("loss", float("nan")))
-        if main and (step % tc.log_every == 0 or step == tc.max_steps or revived is not None):
-            now = time.perf_counter()
-            row = {"step": step, **terms, "lr": sched.get_last_lr()[0], "grad_norm": grad_norm,
-                   "images_per_s": imgs_since / max(now - t_last, 1e-9), "nonfinite_total": nonfinite_total}
-            if revived is not None:
-                row.update({"revived_codes": revived, "window_codebook_usage": window["codebook_usage"],
-                            "window_perplexity": window["perplexity"]})
-            log(row)
-            t_last, imgs_since = now, 0
-        if tc.checkpoint_every and step % tc.checkpoint_every == 0 and step < tc.max_steps:
-            acc.wait_for_everyone()
-            if main:
-                checkpoint(step)
-        if main and ac.eval_every and step % ac.eval_every == 0 and step < tc.max_steps:
-            run_eval(step)
-    bar.close()
-    acc.wait_for_everyone()
-    summary: dict[str, Any] = {"steps": step, "ae_kind": ac.kind, "perceptual_loss": perceptual_note,
-                               "parameters": sum(p.numel() for p in raw_ae.parameters()),
-                               "nonfinite_total": nonfinite_total, "train_seconds": time.perf_counter() - t0}
-    if main:
-        checkpoint(step)
-        res = run_eval(step)
-        summary.update({"heldout": heldout, "eval": res, "grid": str(out / "samples" / f"recon-{step:07d}.png"),
-                        "export": str(export_autoencoder(raw_ae, cfg, out / "export"))})
-        tb.close()
-        (out / "logs" / "summary.json").write_text(json.dumps({**summary, "config": to_dict(cfg)}, indent=1))
-    acc.end_training()
-    return summary
+    def periodic(self, step: int, ema_model: nn.Module | None) -> None:
+        every = self.cfg.autoencoder.eval_every
+        if every and step % every == 0 and step < self.cfg.train.max_steps:
+            self._eval(step)
+
+    def state(self) -> dict[str, Any]:
+        return {"perceptual": self.perceptual_note}
+
+    def finish(self, step: int, ema_model: nn.Module | None) -> dict[str, Any]:
+        res = self._eval(step)
+        return {"ae_kind": self.cfg.autoencoder.kind, "perceptual_loss": self.perceptual_note,
+                "heldout": self.heldout, "eval": res, "grid": str(self.out / "samples" / f"recon-{step:07d}.png"),
+                "export": str(export_autoencoder(self.raw_ae, self.cfg, self.out / "export"))}
+
+
+def train_autoencoder(cfg: RunConfig, out: str | Path, *, resume: bool = False,
+                      progress: Progress | None = None) -> dict[str, Any]:
+    """Train the autoencoder of ``cfg`` into run directory ``out``; returns the summary (also logs/summary.json)."""
+    if cfg.kind != "autoencoder":
+        raise FacediffError(f"kind = {cfg.kind!r}: this trainer handles kind = 'autoencoder'")
+    return train_loop(AutoencoderTask(cfg, out, progress), cfg, out, resume=resume, progress=progress)
 
 
 # ------------------------------------------------------------------------------------ export / load
 def export_autoencoder(ae: Autoencoder, cfg: RunConfig, out: str | Path) -> Path:
-    """``out/vae/`` (diffusers save_pretrained, safetensors) + ``out/facediff.json``.
-
-    Plain ``VQModel.from_pretrained(out / "vae")`` / ``AutoencoderKL.from_pretrained(out / "vae")`` load it.
-    """
+    """``out/vae/`` (diffusers save_pretrained, safetensors) + ``out/training_config.json``. Everything a reader
+    needs (VQ or KL, f, latent channels, image size) is in ``vae/config.json``: plain
+    ``VQModel.from_pretrained(out / "vae")`` / ``AutoencoderKL.from_pretrained(out / "vae")`` load it."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     ae.save_pretrained(out / "vae", safe_serialization=True)
-    meta = {"format": "facediff-export/1", "kind": "autoencoder", "ae_kind": "vq" if is_vq(ae) else "kl",
-            "downsample": downsample_factor(cfg.autoencoder), "latent_channels": latent_channels(ae),
-            "sample_size": cfg.data.size, "config": to_dict(cfg)}
-    tmp = out / (AE_META + ".tmp")
-    tmp.write_text(json.dumps(meta, indent=1))
-    tmp.replace(out / AE_META)
+    (out / "training_config.json").write_text(json.dumps(to_dict(cfg), indent=1))
     return out
 
 
-def load_autoencoder(path: str | Path, device: str | torch.device = "cpu") -> tuple[Autoencoder, dict[str, Any]]:
-    """(autoencoder in eval mode, metadata) from an export dir, or a run dir (its export, else its newest
-    checkpoint). The metadata has kind, ae_kind, downsample, latent_channels, sample_size."""
-    from diffusers import AutoencoderKL, VQModel
-
+def load_autoencoder(path: str | Path, device: str | torch.device = "cpu") -> Autoencoder:
+    """The autoencoder (eval mode) of an export dir, or of a run dir (its export, else its newest checkpoint)."""
     from facediff.training.checkpoint import load_weights
 
     p = Path(path)
-    if (p / "export" / AE_META).is_file():
-        p = p / "export"
-    if (p / AE_META).is_file():
-        meta = json.loads((p / AE_META).read_text())
-        if meta.get("kind") != "autoencoder" or meta.get("ae_kind") not in ("vq", "kl"):
-            raise FacediffError(f"{p / AE_META}: kind = {meta.get('kind')!r} is not an autoencoder export")
-        if not (p / "vae" / "config.json").is_file():
-            raise FacediffError(f"{p} has no vae/config.json; re-export the autoencoder run")
-        cls = VQModel if meta["ae_kind"] == "vq" else AutoencoderKL
-        return cls.from_pretrained(p / "vae").to(device).eval(), meta
+    if not p.exists():
+        raise FacediffError(f"autoencoder {p}: no such directory")
+    for folder in (p, p / "export"):
+        if (folder / "vae" / "config.json").is_file():
+            return load_vae(folder / "vae", device)
     if (p / "config.json").is_file() and (p / "state").is_dir():
         cfg = load_config_json(p / "config.json")
         if cfg.kind != "autoencoder":
@@ -375,9 +308,7 @@ def load_autoencoder(path: str | Path, device: str | torch.device = "cpu") -> tu
         if ckpt is None:
             raise FacediffError(f"{p} has no checkpoint yet; train it first (facediff train autoencoder)")
         ae = build_autoencoder(cfg.autoencoder, cfg.data.size)
-        ae.load_state_dict(load_weights(ckpt, "model"))
-        meta = {"kind": "autoencoder", "ae_kind": cfg.autoencoder.kind,
-                "downsample": downsample_factor(cfg.autoencoder), "latent_channels": latent_channels(ae),
-                "sample_size": cfg.data.size, "config": to_dict(cfg)}
-        return ae.to(device).eval(), meta
-    raise FacediffError(f"{p} is neither an autoencoder export (facediff.json + vae/) nor an autoencoder run dir")
+        weights = load_weights(ckpt, "model")
+        ae.load_state_dict({k.removeprefix("ae."): v for k, v in weights.items()})
+        return ae.to(device).eval()
+    raise FacediffError(f"{p} is neither an autoencoder export (vae/) nor an autoencoder run dir")

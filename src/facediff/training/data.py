@@ -1,8 +1,9 @@
-"""Training batches: the prepared data set held as uint8, batches chosen statelessly from the step.
+"""Training data: the prepared data set held as uint8, batches chosen statelessly from the step.
 
-Every random choice of a training step (which images, flips, condition dropout) is a pure function of
-(seed, step, micro-batch, process), so a resumed run sees exactly the batches an uninterrupted run sees
-and no data-loader state has to be saved.
+Which images a micro-batch holds is a pure function of (seed, step, micro-batch, process): consecutive
+slices of per-epoch permutations, in the order step -> micro-batch -> process. So a resumed run sees exactly
+the batches an uninterrupted run sees, no data-loader state is saved, and (batch b, accumulation k) covers
+the same images as (batch k*b, no accumulation).
 """
 from __future__ import annotations
 
@@ -10,49 +11,34 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
-from facediff.config import DataConfig, ModelConfig, cond_dim
+from facediff.config import DataConfig
 from facediff.data.prepared import PreparedDataset
 from facediff.errors import FacediffError
+from facediff.imaging import resize_square
 
 
-def resolve_dataset(cfg: DataConfig, cache_dir: Path, progress=None) -> Path:
+def resolve_dataset(cfg: DataConfig, cache_dir: Path) -> Path:
     """The prepared data set to train on: ``cfg.path``, or SynthFaces rendered once into ``cache_dir``."""
     if cfg.path:
-        return Path(cfg.path)
+        path = Path(cfg.path)
+        if not (path / "manifest.json").is_file():
+            raise FacediffError(f"[data] path = {cfg.path!r}: not a prepared data set (no manifest.json); make one "
+                                "with `facediff data prepare` or `facediff data synth`")
+        return path
     from facediff.data.synth import write_synth
 
     out = cache_dir / f"synth-{cfg.synth_style}-s{cfg.synth_seed}-n{cfg.synth_n}-{cfg.size}px"
     if not (out / "manifest.json").is_file():
-        write_synth(out, n=cfg.synth_n, size=cfg.size, style=cfg.synth_style, seed=cfg.synth_seed,
-                    overwrite=True, progress=progress)
+        write_synth(out, n=cfg.synth_n, size=cfg.size, style=cfg.synth_style, seed=cfg.synth_seed, overwrite=True)
     return out
 
 
-def _resize_all(images: np.ndarray, size: int) -> np.ndarray:
-    out = np.empty((len(images), size, size, 3), dtype=np.uint8)
-    for i, im in enumerate(images):
-        out[i] = np.asarray(Image.fromarray(np.asarray(im)).resize((size, size), Image.LANCZOS))
-    return out
+class EpochOrder:
+    """Per-epoch permutations of ``n`` items, seeded by (seed, epoch)."""
 
-
-class TrainingData:
-    """In-memory uint8 images + attribute levels, with deterministic per-step batches."""
-
-    def __init__(self, path: Path, data_cfg: DataConfig, model_cfg: ModelConfig, seed: int):
-        ds = PreparedDataset(path, split=data_cfg.split or None)
-        images = ds.images()
-        if ds.size != data_cfg.size:
-            images = _resize_all(images, data_cfg.size)
-        self.images = torch.from_numpy(images)  # (N, S, S, 3) uint8
-        self.levels = torch.from_numpy(ds.attribute_levels(model_cfg.attributes))  # (N, A), -1 = unknown
-        self.n, self.seed, self.hflip = len(ds), seed, data_cfg.hflip
-        self.model_cfg = model_cfg
-        if self.n == 0:
-            raise FacediffError(f"{path}: the data set is empty")
-        if model_cfg.conditioning == "attributes" and bool((self.levels < 0).all()):
-            raise FacediffError(f"{path} has no attribute labels; train with --set model.conditioning=none")
+    def __init__(self, n: int, seed: int):
+        self.n, self.seed = n, seed
         self._perms: dict[int, np.ndarray] = {}
 
     def _perm(self, epoch: int) -> np.ndarray:
@@ -61,32 +47,45 @@ class TrainingData:
             self._perms[epoch] = np.random.default_rng([self.seed, epoch]).permutation(self.n)
         return self._perms[epoch]
 
-    def indices(self, step: int, micro: int, accum: int, rank: int, world: int, batch: int) -> np.ndarray:
-        """Image indices of one micro-batch: consecutive slices of per-epoch permutations."""
-        start = ((step * accum + micro) * world + rank) * batch
-        pos = np.arange(start, start + batch)
+    def positions(self, start: int, count: int) -> np.ndarray:
+        """Items at global positions start .. start + count - 1 of the endless epoch sequence."""
+        pos = np.arange(start, start + count)
         return np.array([self._perm(int(p // self.n))[p % self.n] for p in pos])
 
-    def batch(self, idx: np.ndarray, gen: torch.Generator, cond_drop: float, attr_drop: float
-              ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """x0 in [-1, 1] (B, 3, S, S) and the condition vector (B, A*L) with CFG dropout applied."""
-        x = self.images[torch.from_numpy(idx)].permute(0, 3, 1, 2).float() / 127.5 - 1.0
-        if self.hflip:
-            flip = torch.rand(len(idx), generator=gen) < 0.5
-            x = torch.where(flip[:, None, None, None], x.flip(-1), x)
-        cond, _ = self.attribute_condition(idx, gen, cond_drop, attr_drop)
-        return x, cond
+    def step_indices(self, step: int, accum: int, world: int, batch: int) -> np.ndarray:
+        """Every item of one optimizer step, in the order (micro-batch, process, row)."""
+        total = accum * world * batch
+        return self.positions(step * total, total)
 
-    def attribute_condition(self, idx: np.ndarray, gen: torch.Generator, cond_drop: float, attr_drop: float
-                            ) -> tuple[torch.Tensor | None, torch.Tensor]:
-        """(B, A*L) concatenated one-hots with classifier-free-guidance dropout, and the drop-all mask (B,)."""
-        drop_all = torch.rand(len(idx), generator=gen) < cond_drop  # classifier-free guidance: p_uncond
-        if self.model_cfg.conditioning == "none":
-            return None, drop_all
-        levels = self.levels[torch.from_numpy(idx)].clone()  # (B, A)
-        drop_one = torch.rand(levels.shape, generator=gen) < attr_drop  # per-attribute "don't care"
-        levels[drop_all[:, None] | drop_one] = -1
-        onehot = torch.zeros(len(idx), levels.shape[1], self.model_cfg.num_levels)
-        known = levels >= 0
-        onehot[known, levels[known]] = 1.0  # concatenated one-hots; unknown/dropped = zero block
-        return onehot.reshape(len(idx), cond_dim(self.model_cfg)), drop_all
+
+def micro_slice(micro: int, rank: int, world: int, batch: int) -> slice:
+    """The rows of one process's micro-batch inside the step's items (``EpochOrder.step_indices``)."""
+    start = (micro * world + rank) * batch
+    return slice(start, start + batch)
+
+
+class TrainingData:
+    """In-memory uint8 images (+ attribute levels, + sketches) of a prepared data set at the training size."""
+
+    def __init__(self, path: Path, data_cfg: DataConfig, attributes: tuple[str, ...] = (), *, seed: int = 0,
+                 need_labels: bool = False, sketches: bool = False):
+        ds = PreparedDataset(path, split=data_cfg.split or None)
+        if len(ds) == 0:
+            raise FacediffError(f"{path}: the data set is empty (split {data_cfg.split!r})")
+        self.images = torch.from_numpy(resize_square(ds.images(), data_cfg.size))  # (N, S, S, 3) uint8
+        self.levels = torch.from_numpy(ds.attribute_levels(attributes)) if attributes else None  # (N, A), -1 = ?
+        if need_labels and (self.levels is None or bool((self.levels < 0).all())):
+            raise FacediffError(f"{path} has no attribute labels; train with --set model.conditioning=none")
+        self.sketches = None
+        if sketches:
+            if not ds.has_sketches:
+                raise FacediffError(f"{path} has no sketches.npy: prepare it with --sketch xdog|canny, "
+                                    "or set [latent] sketch = false")
+            self.sketches = resize_square(ds.sketches(), data_cfg.size)  # (N, S, S) uint8
+        self.n, self.hflip, self.size = len(ds), data_cfg.hflip, data_cfg.size
+        self.order = EpochOrder(self.n, seed)
+
+    def pixels(self, idx: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """x in [-1, 1], float (B, 3, S, S)."""
+        idx = torch.as_tensor(idx)
+        return self.images[idx].permute(0, 3, 1, 2).float() / 127.5 - 1.0

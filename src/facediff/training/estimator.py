@@ -13,19 +13,24 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from accelerate import Accelerator
+from torch import nn
 
+from facediff.config import RunConfig
 from facediff.data.prepared import PreparedDataset
 from facediff.errors import FacediffError
+from facediff.imaging import resize_square
 from facediff.models.estimator import AttributeEstimator, EstimatorConfig, save_estimator
-
-Progress = Callable[[int, int, float], None]
+from facediff.progress import Progress
+from facediff.training.common import step_generator
+from facediff.training.data import EpochOrder
+from facediff.training.loop import Task, train_loop
 HELDOUT_SEED_OFFSET = 1_000_003  # held-out SynthFaces use seed + this (other seeds than any training set)
 
 
@@ -34,10 +39,8 @@ class _Labelled:
 
     def __init__(self, images: np.ndarray, labels: list[dict[str, Any]], size: int, attributes: tuple[str, ...],
                  styles: tuple[str, ...], hair: tuple[str, ...]):
+        images = resize_square(images, size)
         x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-        if x.shape[-1] != size:
-            x = torch.cat([F.interpolate(x[i:i + 512], size=(size, size), mode="bilinear", align_corners=False,
-                                         antialias=True) for i in range(0, len(x), 512)])
         self.x = x.contiguous()
         targets: dict[str, list[int]] = {a: [] for a in attributes}
         if styles:
@@ -122,107 +125,175 @@ def _render_heldout(manifest: dict[str, Any], n: int, size: int) -> tuple[np.nda
     return np.stack(images), labels
 
 
+class _PlateauOnEval:
+    """ReduceLROnPlateau on validation accuracy (seed 002), stepped at evaluations, not every step."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer):
+        self.inner = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.5, patience=2)
+        self.optimizer = optimizer
+
+    def step(self) -> None:  # the loop's per-step call: the LR only changes at evaluations
+        pass
+
+    def plateau(self, accuracy: float) -> None:
+        self.inner.step(accuracy)
+
+    def get_last_lr(self) -> list[float]:
+        return [g["lr"] for g in self.optimizer.param_groups]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in self.inner.state_dict().items() if k != "optimizer"}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.inner.load_state_dict(state)
+
+
+class EstimatorTask(Task):
+    """Cross-entropy over the heads; best-validation weights kept (and checkpointed as ``best``)."""
+
+    def __init__(self, cfg: RunConfig, out: Path, base: EstimatorConfig, eval_every: int, heldout: str | Path | None,
+                 heldout_n: int):
+        self.cfg, self.out, self.base = cfg, Path(out), base
+        self.eval_every, self.heldout, self.heldout_n = eval_every, heldout, heldout_n
+        self.name = "train estimator"
+        self.curve: list[dict[str, Any]] = []
+        self.best_acc = -1.0
+        self.ema_loss = math.nan
+
+    def build(self, acc: Accelerator, data_path: Path) -> None:
+        size = self.cfg.data.size
+        full = PreparedDataset(data_path)
+        self.full, self.data_dir = full, data_path
+        splits = {lab.get("split", "train") for lab in full.all_labels}
+        train_ds = PreparedDataset(data_path, split="train") if "train" in splits else full
+        train_img, train_lab = train_ds.images(), train_ds.labels
+        if "val" in splits:
+            val_ds = PreparedDataset(data_path, split="val")
+            val_img, val_lab = val_ds.images(), val_ds.labels
+        else:  # hold back every 10th image
+            idx = np.arange(len(train_lab))
+            val_img, val_lab = train_img[idx % 10 == 0], [train_lab[i] for i in idx[idx % 10 == 0]]
+            train_img, train_lab = train_img[idx % 10 != 0], [train_lab[i] for i in idx[idx % 10 != 0]]
+        if len(train_lab) < 2:
+            raise FacediffError(f"{data_path}: too few training images ({len(train_lab)}) for the estimator")
+        base = self.base
+        present = [a for a in base.attributes if any(a in (l.get("attributes") or {}) for l in train_lab)]
+        if not present:
+            raise FacediffError(f"{data_path}: no image has any of the attributes {', '.join(base.attributes)}")
+        styles = tuple(sorted({l["style"] for l in train_lab if l.get("style")}))
+        hair = tuple(sorted({l["hair_colour"] for l in train_lab if l.get("hair_colour")}))
+        self.est_cfg = dataclasses.replace(base, size=size, attributes=tuple(present),
+                                           styles=styles if len(styles) > 1 else (),
+                                           hair_colours=hair if len(hair) > 1 else ())
+        c = self.est_cfg
+        self.make = lambda im, lab: _Labelled(im, lab, size, c.attributes, c.styles, c.hair_colours)  # noqa: E731
+        self.train, self.val = self.make(train_img, train_lab), self.make(val_img, val_lab)
+        self.order = EpochOrder(len(self.train), self.cfg.train.seed)
+        torch.manual_seed(self.cfg.train.seed)
+        self.model = AttributeEstimator(c)
+        self.best = AttributeEstimator(c).requires_grad_(False)
+        self.best.load_state_dict(self.model.state_dict())
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.cfg.train.lr)
+        self._sched = _PlateauOnEval(self.optimizer)
+        self.device = acc.device
+        self.shift = max(1, size // 16)
+
+    def lr_scheduler(self):
+        return self._sched
+
+    def extra_modules(self):
+        return {"best": (self.best, None)}
+
+    def prepare(self, acc: Accelerator) -> None:
+        self._sched.optimizer = self.optimizer  # accelerate's wrapper shares the param groups
+        self.raw = acc.unwrap_model(self.model)
+
+    def losses(self, step: int, micro: int, rank: int, world: int):
+        tc = self.cfg.train
+        idx = torch.from_numpy(self.order.positions(((step * tc.grad_accum + micro) * world + rank) * tc.batch_size,
+                                                    tc.batch_size))
+        gen = step_generator(tc.seed, step, micro, rank)
+        x = _augment(self.train.x[idx], gen, self.shift).to(self.device)
+        loss = _loss(self.model(x), {k: v[idx].to(self.device) for k, v in self.train.y.items()})
+        return [loss], {}, len(idx)
+
+    def after_step(self, step: int, acc: Accelerator) -> dict[str, Any]:
+        """Every process evaluates (same weights, same data), so the plateau scheduler agrees everywhere."""
+        tc = self.cfg.train
+        if not (step % self.eval_every == 0 or step == tc.max_steps):
+            return {}
+        return self._evaluate(step)
+
+    def _evaluate(self, step: int) -> dict[str, Any]:
+        ev = evaluate_estimator(self.raw, self.val)
+        self._sched.plateau(ev["mean_accuracy"])
+        row = {"step": step, "lr": self.optimizer.param_groups[0]["lr"], "val_accuracy": ev["mean_accuracy"],
+               "val_per_attribute": {k: v["accuracy"] for k, v in ev["per_attribute"].items()}}
+        self.curve.append(row)
+        if ev["mean_accuracy"] > self.best_acc:
+            self.best_acc = ev["mean_accuracy"]
+            self.best.load_state_dict(self.raw.state_dict())
+        return {"val_accuracy": ev["mean_accuracy"]}
+
+    def state(self) -> dict[str, Any]:
+        return {"curve": self.curve, "best_acc": self.best_acc}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.curve, self.best_acc = list(state.get("curve", [])), float(state.get("best_acc", -1.0))
+
+    def finish(self, step: int, ema_model: nn.Module | None) -> dict[str, Any]:
+        if not self.curve or self.curve[-1]["step"] != step:
+            self._evaluate(step)
+        model = self.best.eval()
+        metrics: dict[str, Any] = {"steps": step, "train_images": len(self.train),
+                                   "batch_size": self.cfg.train.batch_size, "lr": self.cfg.train.lr,
+                                   "size": self.cfg.data.size, "seed": self.cfg.train.seed, "data": str(self.data_dir),
+                                   "val": evaluate_estimator(model, self.val), "curve": self.curve}
+        held = None
+        if self.heldout == "auto":
+            r = _render_heldout(self.full.manifest, self.heldout_n, self.cfg.data.size)
+            if r is not None:
+                held = self.make(*r)
+                metrics["heldout_source"] = f"SynthFaces seed + {HELDOUT_SEED_OFFSET}, {len(held)} images"
+        elif self.heldout is not None:
+            hd = PreparedDataset(self.heldout)
+            held = self.make(hd.images(), hd.labels)
+            metrics["heldout_source"] = str(self.heldout)
+        if held is not None:
+            metrics["heldout"] = evaluate_estimator(model, held)
+        save_estimator(model.cpu(), self.out / "estimator")
+        (self.out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        with open(self.out / "metrics.jsonl", "w") as log:  # the evaluation curve, one row per evaluation
+            log.writelines(json.dumps(r) + "\n" for r in self.curve)
+        return {"metrics": metrics}
+
+
 def train_estimator(data_dir: str | Path, out_dir: str | Path, *, steps: int = 3000, batch_size: int = 64,
                     lr: float = 1e-3, size: int = 32, seed: int = 0, progress: Progress | None = None,
                     config: EstimatorConfig | None = None, eval_every: int = 250, heldout: str | Path | None = "auto",
-                    heldout_n: int = 1000, time_budget_s: float | None = None,
-                    device: str | torch.device = "cpu") -> dict[str, Any]:
-    """Train an attribute estimator on ``data_dir`` (a prepared data set); returns the metrics dict.
+                    heldout_n: int = 1000, time_budget_s: float | None = None, resume: bool = False) -> dict[str, Any]:
+    """Train an attribute estimator on ``data_dir`` (a prepared data set) in the one training loop.
 
-    Writes ``out_dir/estimator/`` (config.json + model.safetensors, the best-validation weights),
-    ``out_dir/metrics.jsonl`` (one row per evaluation: step, loss, lr, val accuracy) and
-    ``out_dir/metrics.json``. ``config`` sets the architecture (its ``size``, style and hair-colour classes
-    are filled from ``size`` and the data). ``heldout``: "auto" renders ``heldout_n`` SynthFaces with other
-    seeds when the data set is SynthFaces; a path names a prepared data set; None skips. ``time_budget_s``
-    stops training early (then evaluates). ``progress(step, total, loss)`` is called every step.
+    Writes the run (``config.json``, ``state/``, ``logs/``) and ``out_dir/estimator/`` (config.json +
+    model.safetensors, the best-validation weights), ``out_dir/metrics.jsonl`` (one row per evaluation) and
+    ``out_dir/metrics.json``; returns the metrics. ``config`` sets the architecture (its ``size``, style and
+    hair-colour classes are filled from ``size`` and the data). ``heldout``: "auto" renders ``heldout_n``
+    SynthFaces with other seeds when the data set is SynthFaces; a path names a prepared data set; None
+    skips. ``time_budget_s`` stops training early (then evaluates).
     """
-    if steps < 1 or batch_size < 1 or lr <= 0 or size < 8:
-        raise FacediffError(f"train estimator: steps={steps}, batch_size={batch_size}, lr={lr}, size={size} "
-                            "must be positive (size >= 8)")
-    data_dir, out_dir = Path(data_dir), Path(out_dir)
-    full = PreparedDataset(data_dir)
-    splits = {lab.get("split", "train") for lab in full.all_labels}
-    train_ds = PreparedDataset(data_dir, split="train") if "train" in splits else full
-    train_img, train_lab = train_ds.images(), train_ds.labels
-    if "val" in splits:
-        val_ds = PreparedDataset(data_dir, split="val")
-        val_img, val_lab = val_ds.images(), val_ds.labels
-    else:  # hold back every 10th image
-        idx = np.arange(len(train_lab))
-        val_img, val_lab = train_img[idx % 10 == 0], [train_lab[i] for i in idx[idx % 10 == 0]]
-        train_img, train_lab = train_img[idx % 10 != 0], [train_lab[i] for i in idx[idx % 10 != 0]]
-    if len(train_lab) < 2:
-        raise FacediffError(f"{data_dir}: too few training images ({len(train_lab)}) for the estimator")
-    base = config or EstimatorConfig()
-    present = [a for a in base.attributes if any(a in (l.get("attributes") or {}) for l in train_lab)]
-    if not present:
-        raise FacediffError(f"{data_dir}: no image has any of the attributes {', '.join(base.attributes)}")
-    styles = tuple(sorted({l["style"] for l in train_lab if l.get("style")}))
-    hair = tuple(sorted({l["hair_colour"] for l in train_lab if l.get("hair_colour")}))
-    cfg = dataclasses.replace(base, size=size, attributes=tuple(present), styles=styles if len(styles) > 1 else (),
-                              hair_colours=hair if len(hair) > 1 else ())
-    torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
-    make = lambda im, lab: _Labelled(im, lab, size, cfg.attributes, cfg.styles, cfg.hair_colours)  # noqa: E731
-    train, val = make(train_img, train_lab), make(val_img, val_lab)
-    model = AttributeEstimator(cfg).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=0.5, patience=2)
-    shift = max(1, size // 16)
-    curve: list[dict[str, Any]] = []
-    best_acc, best_state, t0, step, ema_loss = -1.0, None, time.time(), 0, math.nan
-    perm, pos = torch.randperm(len(train), generator=gen), 0
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "metrics.jsonl").unlink(missing_ok=True)
-    model.train()
-    while step < steps:
-        if pos + batch_size > len(train):
-            perm, pos = torch.randperm(len(train), generator=gen), 0
-        idx = perm[pos:pos + batch_size]
-        pos += batch_size
-        x = _augment(train.x[idx], gen, shift).to(device)
-        loss = _loss(model(x), {k: v[idx].to(device) for k, v in train.y.items()})
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        step += 1
-        lv = float(loss.detach())
-        ema_loss = lv if math.isnan(ema_loss) else 0.95 * ema_loss + 0.05 * lv
-        if progress is not None:
-            progress(step, steps, lv)
-        out_of_time = time_budget_s is not None and time.time() - t0 > time_budget_s
-        if step % eval_every == 0 or step == steps or out_of_time:
-            ev = evaluate_estimator(model, val)
-            sched.step(ev["mean_accuracy"])
-            curve.append({"step": step, "loss": ema_loss, "lr": opt.param_groups[0]["lr"],
-                          "val_accuracy": ev["mean_accuracy"], "seconds": round(time.time() - t0, 1),
-                          "val_per_attribute": {k: v["accuracy"] for k, v in ev["per_attribute"].items()}})
-            with open(out_dir / "metrics.jsonl", "a") as log:
-                log.write(json.dumps(curve[-1]) + "\n")
-            if ev["mean_accuracy"] > best_acc:
-                best_acc = ev["mean_accuracy"]
-                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            if out_of_time:
-                break
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    model.eval()
-    metrics: dict[str, Any] = {"steps": step, "seconds": round(time.time() - t0, 1), "train_images": len(train),
-                               "batch_size": batch_size, "lr": lr, "size": size, "seed": seed,
-                               "data": str(data_dir), "val": evaluate_estimator(model, val), "curve": curve}
-    held = None
-    if heldout == "auto":
-        r = _render_heldout(full.manifest, heldout_n, size)
-        if r is not None:
-            held = make(*r)
-            metrics["heldout_source"] = f"SynthFaces seed + {HELDOUT_SEED_OFFSET}, {len(held)} images"
-    elif heldout is not None:
-        hd = PreparedDataset(heldout)
-        held = make(hd.images(), hd.labels)
-        metrics["heldout_source"] = str(heldout)
-    if held is not None:
-        metrics["heldout"] = evaluate_estimator(model, held)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    save_estimator(model.cpu(), out_dir / "estimator")
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    return metrics
+    from facediff.config import ConfigError, DataConfig, TrainConfig
+
+    if eval_every < 1:
+        raise FacediffError(f"train estimator: eval_every = {eval_every} must be at least 1")
+    if not (Path(data_dir) / "manifest.json").is_file():
+        raise FacediffError(f"--data {data_dir}: not a prepared data set (no manifest.json)")
+    try:
+        cfg = RunConfig(kind="estimator", data=DataConfig(path=str(data_dir), size=size, split=""),
+                        train=TrainConfig(batch_size=batch_size, max_steps=steps, lr=lr, warmup_steps=0,
+                                          grad_clip=0.0, checkpoint_every=0, log_every=max(1, min(50, eval_every)),
+                                          time_budget_minutes=(time_budget_s or 0.0) / 60, seed=seed))
+    except ConfigError as e:
+        raise FacediffError(f"train estimator: {e}") from None
+    task = EstimatorTask(cfg, Path(out_dir), config or EstimatorConfig(), eval_every, heldout, heldout_n)
+    summary = train_loop(task, cfg, out_dir, resume=resume, progress=progress)
+    return summary.get("metrics", summary)  # off the main process: the loop summary only

@@ -2,10 +2,8 @@
 (e.g. a job run with ``nohup ... > log &``), nothing when disabled (off the main process)."""
 from __future__ import annotations
 
-import json
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -22,8 +20,8 @@ class ProgressBar:
         if not enabled:
             return
         self._plain = not sys.stderr.isatty()
+        self.description, self.total = description, total
         if self._plain:  # no live bar in a log file: timestamped lines instead
-            self.description, self.total = description, total
             self._t0 = self._last = time.monotonic()  # first line after PLAIN_EVERY_S (or at the end)
             return
         self._progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -46,8 +44,8 @@ class ProgressBar:
         functions that learn the total as they go."""
         if not self.enabled:
             return
+        self.total = total
         if self._plain:
-            self.total = total
             self.update(done)
         else:
             self._progress.update(self._task, total=total, completed=done)
@@ -58,24 +56,35 @@ class ProgressBar:
         print(f"[{time.strftime('%H:%M:%S')}] {self.description}: {done}/{self.total}{pct}{' ' + info if info else ''} "
               f"{now - self._t0:.0f} s", file=sys.stderr, flush=True)
 
-    def callback(self):
-        """A ``progress(done, total)`` callable for library functions."""
-        return lambda done, total: self.update(done)
-
     def close(self) -> None:
         if self.enabled and not self._plain:
             self._progress.stop()
 
 
-def open_run_logs(out: Path, resumed_step: int | None, main: bool) -> tuple[Path, Any]:
-    """``logs/metrics.jsonl`` (rows after ``resumed_step`` dropped when resuming) and a TensorBoard writer
-    (None off the main process)."""
-    log_path = Path(out) / "logs" / "metrics.jsonl"
-    if not main:
-        return log_path, None
-    if resumed_step is not None and log_path.exists():  # rows logged after the checkpoint we resume from
-        rows = [r for r in log_path.read_text().splitlines() if r and json.loads(r)["step"] <= resumed_step]
-        log_path.write_text("".join(r + "\n" for r in rows))
-    from torch.utils.tensorboard import SummaryWriter
+class Reporter:
+    """A ``facediff.progress.Progress`` callback that shows one bar per task (train, encode latents, sample)."""
 
-    return log_path, SummaryWriter(str(Path(out) / "logs"))
+    def __init__(self, enabled: bool = True):
+        self.enabled = enabled
+        self.bars: dict[str, ProgressBar] = {}
+
+    def __call__(self, task: str, done: int, total: int, **info: Any) -> None:
+        if not self.enabled:
+            return
+        bar = self.bars.get(task)
+        if bar is None:
+            bar = self.bars[task] = ProgressBar(total, task, start=done)
+        if bar.total != total:
+            bar.set_total(done, total)
+        bar.update(done, **{k: v for k, v in info.items() if isinstance(v, (int, float, str))})
+
+    def close(self) -> None:
+        for bar in self.bars.values():
+            bar.close()
+        self.bars.clear()
+
+    def __enter__(self) -> "Reporter":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()

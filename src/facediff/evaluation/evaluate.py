@@ -10,24 +10,20 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 
+from facediff.conditioning.sketch import sketch_to_map
+from facediff.config import ATTRIBUTES
 from facediff.data.prepared import PreparedDataset
 from facediff.errors import FacediffError
+from facediff.imaging import resize_square
+from facediff.progress import Progress
+from facediff.registry import METRICS
 
-METRICS = ("fd", "kid", "fd_by_condition", "attr", "faces", "diversity", "sketch", "timing")
-DEFAULT_METRICS = "fd,kid,fd_by_condition,attr,faces,diversity,sketch,timing"
-
-
-def _resize(images: np.ndarray, size: int) -> np.ndarray:
-    from PIL import Image
-
-    if images.shape[1] == size:
-        return images
-    return np.stack([np.asarray(Image.fromarray(im).resize((size, size), Image.LANCZOS)) for im in images])
+DEFAULT_METRICS = ",".join(METRICS)
 
 
 def sketch_fidelity(generated: np.ndarray, reference: np.ndarray, method: str = "xdog", tol: int = 1) -> dict[str, float]:
@@ -110,16 +106,14 @@ def _score(gen: np.ndarray, gen_levels: np.ndarray, real: np.ndarray, real_level
     return out
 
 
-def evaluate(model: str | Path | None, data: str | Path, *, metrics: str | list[str] = DEFAULT_METRICS,
+def evaluate(model: str | Path | None, data: str | Path, *, metrics: str | Sequence[str] = DEFAULT_METRICS,
              n: int = 256, sampler: str = "dpmpp", steps: int = 25, guidance: float = 3.0, seed: int = 0,
              split: str | None = None, batch_size: int = 64, init_noise: str = "normal", step_noise: bool = True,
-             out: str | Path | None = None, show_progress: bool = True) -> dict[str, Any]:
+             out: str | Path | None = None, progress: Progress | None = None) -> dict[str, Any]:
     """Evaluate a model (run dir, export dir, or None = bundled default) against a prepared data set."""
+    from facediff.evaluation.autoencoder import evaluate_autoencoder_report
     from facediff.metrics.features import OracleFeatures
-    from facediff.models.bundle import load_bundle
-    from facediff.sampling.generate import generate_images
-    from facediff.imaging import to_uint8
-    from facediff.training.progress import ProgressBar
+    from facediff.pipelines.load import load_pipeline, resolve_model_dir
 
     wanted = set(metrics.split(",") if isinstance(metrics, str) else metrics)
     unknown = wanted - set(METRICS)
@@ -127,93 +121,71 @@ def evaluate(model: str | Path | None, data: str | Path, *, metrics: str | list[
         raise FacediffError(f"--metrics: unknown {', '.join(sorted(unknown))} (known: {', '.join(METRICS)})")
     if n < 4:
         raise FacediffError(f"--n {n}: at least 4 images are needed for FD/KID")
-    from facediff.models.bundle import resolve_export_dir
-
-    if model is not None and json.loads((resolve_export_dir(model) / "facediff.json").read_text()).get(
-            "kind") == "autoencoder":
-        return _evaluate_autoencoder(model, data, n=n, split=split, out=out)
-    bundle = load_bundle(model)
+    if model is not None and _is_autoencoder(Path(model)):
+        return evaluate_autoencoder_report(model, data, n=n, split=split, out=out)
+    pipe = load_pipeline(model)
     ds = PreparedDataset(data, split=split)
     rng = np.random.default_rng(seed)
-    attrs = bundle.attributes or tuple(a for a in ("bangs", "eyeglasses", "beard", "smiling", "age"))
+    attrs = pipe.attributes or ATTRIBUTES
     real_levels_all = ds.attribute_levels(attrs)
     rows = rng.choice(len(ds), size=n, replace=len(ds) < n)
-    gen_levels = real_levels_all[rows] if bundle.conditional else np.full((n, len(attrs)), -1)
+    gen_levels = real_levels_all[rows] if pipe.conditional else np.full((n, len(attrs)), -1)
     conditions = ([{a: int(l) for a, l in zip(attrs, lv) if l >= 0} for lv in gen_levels]
-                  if bundle.conditional else None)
+                  if pipe.conditional else None)
     sketches = None
-    if bundle.sketch:
-        from facediff.training.latents import sketch_to_latent_grid
-
+    if pipe.takes_sketch:
         if not ds.has_sketches:
             raise FacediffError(f"{data} has no sketches.npy, but the model is sketch-conditional")
-        sketches = sketch_to_latent_grid(ds.sketches(rows), bundle.latent_shape[1])
-    calls = {"n": 0}
-    inner = bundle.model_fn
-
-    def counting(x, t, c):
-        calls["n"] += 1
-        return inner(x, t, c)
-
-    bundle.model_fn = counting  # count network evaluations for the timing metric
-    bar = ProgressBar(1, "eval: sample", enabled=show_progress)
+        sketches = sketch_to_map(resize_square(ds.sketches(rows), pipe.sample_size), pipe.latent_shape[1])
+    pipe.network_evaluations = 0
     t0 = time.perf_counter()
-    try:
-        x = generate_images(bundle, seeds=[seed * 100003 + i for i in range(n)], conditions=conditions,
-                            sketches=sketches, guidance=guidance, sampler=sampler, steps=steps, batch_size=batch_size,
-                            init_noise=init_noise, step_noise=step_noise,
-                            progress=bar.set_total)
-    finally:
-        bar.close()
+    gen = pipe(seeds=[seed * 100003 + i for i in range(n)], attrs=conditions, sketch=sketches, guidance=guidance,
+               sampler=sampler, steps=steps, batch_size=batch_size, init_noise=init_noise, step_noise=step_noise,
+               progress=progress).images
     seconds = time.perf_counter() - t0
-    gen = to_uint8(x)
     size = gen.shape[1]
-    real_all = _resize(ds.images(), size) if ds.size != size else ds.images()
+    real_all = resize_square(ds.images(), size)
     extractor = OracleFeatures()
     # real reference: n real images disjoint from the floor's second half
     perm = rng.permutation(len(ds))
     half = len(ds) // 2
     ref_idx, floor_idx = perm[:half][:max(n, 4)], perm[half:][:max(n, 4)]
-    result: dict[str, Any] = {"model": str(bundle.path), "data": str(data), "n": n, "sampler": sampler,
+    result: dict[str, Any] = {"model": str(resolve_model_dir(model)), "data": str(data), "n": n, "sampler": sampler,
                               "steps": steps, "guidance": guidance, "image_size": size}
     result.update(_score(gen, gen_levels, real_all[ref_idx], real_levels_all[ref_idx], wanted, extractor, attrs,
-                         bundle.conditional))
+                         pipe.conditional))
     floor_levels = real_levels_all[floor_idx]
     floor = _score(real_all[floor_idx], floor_levels, real_all[ref_idx], real_levels_all[ref_idx], wanted,
                    extractor, attrs, True)
-    if "sketch" in wanted and bundle.sketch:
+    if "sketch" in wanted and pipe.takes_sketch:
         result["sketch"] = sketch_fidelity(gen, real_all[rows])
         floor["sketch"] = sketch_fidelity(real_all[rows], real_all[rows])
     if "timing" in wanted:
-        result["timing"] = {"seconds_total": seconds, "seconds_per_image": seconds / n,
-                            "network_evaluations": calls["n"], "seconds_per_network_evaluation": seconds / max(1, calls["n"])}
+        nfe = pipe.network_evaluations
+        result["timing"] = {"seconds_total": seconds, "seconds_per_image": seconds / n, "network_evaluations": nfe,
+                            "seconds_per_network_evaluation": seconds / max(1, nfe)}
     result["floor_real_vs_real"] = floor
     if out is not None:
-        _write(out, result, gen, gen_levels, attrs, bundle)
+        _write(out, result, gen, gen_levels, attrs, pipe)
     return result
 
 
-def _evaluate_autoencoder(model: str | Path, data: str | Path, *, n: int, split: str | None,
-                          out: str | Path | None, lpips_weights: str | None = None) -> dict[str, Any]:
-    """Autoencoders: PSNR, SSIM, codebook usage/perplexity, FD_oracle of reconstructions (+ LPIPS with weights)."""
-    from facediff.imaging import make_grid, to_uint8
-    from facediff.metrics.reconstruction import evaluate_autoencoder, reconstruct_images
-    from facediff.report.html import write_report
-    from facediff.training.autoencoder import load_autoencoder
-
-    res = evaluate_autoencoder(model, data, n=n, split=split or "", lpips_weights=lpips_weights)
-    if out is not None:
-        ae, meta = load_autoencoder(model)
-        imgs = _resize(PreparedDataset(data, split=split).images(np.arange(16)), int(meta["sample_size"]))
-        x, x_hat, _ = reconstruct_images(ae, imgs)
-        grid = make_grid(np.concatenate([to_uint8(x), to_uint8(x_hat)]), 16, scale=max(1, 64 // imgs.shape[1]))
-        write_report(out, res, grids={"originals (top) and reconstructions (bottom)": grid},
-                     config=meta.get("config"), title=f"facediff evaluation: autoencoder {model}")
-    return res
+def _is_autoencoder(p: Path) -> bool:
+    """An autoencoder export or run (vae/ without a diffusion U-Net)."""
+    for folder in (p, p / "export"):
+        if (folder / "vae" / "config.json").is_file() and not (folder / "unet").is_dir():
+            return True
+    cfg = p / "config.json"
+    if cfg.is_file() and not (p / "export" / "unet").is_dir():
+        try:
+            return json.loads(cfg.read_text()).get("kind") == "autoencoder"
+        except ValueError:
+            return False
+    return False
 
 
 def _write(out: str | Path, result: dict[str, Any], gen: np.ndarray, gen_levels: np.ndarray,
-           attrs: tuple[str, ...], bundle) -> Path:
+           attrs: tuple[str, ...], pipe) -> Path:
     from facediff.imaging import make_grid
     from facediff.report.html import confusion_plots, write_report
 
@@ -221,10 +193,10 @@ def _write(out: str | Path, result: dict[str, Any], gen: np.ndarray, gen_levels:
     out.mkdir(parents=True, exist_ok=True)
     scale = max(1, 64 // gen.shape[1])
     grids: dict[str, Any] = {"samples": make_grid(gen[:64], 8, scale=scale)}
-    if bundle.conditional:
+    if pipe.conditional:
         for j, a in enumerate(attrs):  # per attribute: row = requested level, up to 8 samples each
             tiles, labels = [], []
-            for level in range(bundle.num_levels):
+            for level in range(pipe.num_levels):
                 sel = np.flatnonzero(gen_levels[:, j] == level)[:8]
                 row = np.full((8,) + gen.shape[1:], 255, np.uint8)
                 row[:len(sel)] = gen[sel]
@@ -232,11 +204,12 @@ def _write(out: str | Path, result: dict[str, Any], gen: np.ndarray, gen_levels:
                 labels.append(f"{a}={level}")
             grids[f"by level: {a}"] = make_grid(np.concatenate(tiles), 8, scale=scale, row_labels=labels)
     plots = confusion_plots(result["attr"]) if "attr" in result else {}
-    run_dir = bundle.path.parent if bundle.path.name == "export" else None
+    model_dir = Path(pipe.model_dir)
+    run_dir = model_dir.parent if model_dir.name == "export" else None
     loss = run_dir / "logs" / "metrics.jsonl" if run_dir is not None else None
-    cfg = bundle.meta.get("config")
+    cfg = pipe.training_config
     floors = result.get("floor_real_vs_real")
     summary = {k: v for k, v in result.items() if k != "floor_real_vs_real"}
     return write_report(out, {**summary, "floor_real_vs_real": floors}, grids=grids, plots=plots, config=cfg,
                         loss_curve=loss if loss is not None and loss.is_file() else None, floors=floors,
-                        title=f"facediff evaluation: {bundle.path}")
+                        title=f"facediff evaluation: {model_dir}")

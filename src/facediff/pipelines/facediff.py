@@ -1,0 +1,177 @@
+"""``FacediffPipeline``: the one object that samples a trained model (CLI, evaluation, experiments, UI).
+
+A ``diffusers.DiffusionPipeline`` with the modules ``unet`` (UNet2DModel or UNet2DConditionModel), ``scheduler``
+(the training noise schedule as scheduler config; the sampler is chosen per call) and, for latent models,
+``vae`` (VQModel / AutoencoderKL with its ``scaling_factor``); the conditioner (which condition fields the
+U-Net takes) is built from the pipeline config (``attributes``, ``num_levels``, ``sketch``). ``save_pretrained``
+/ ``from_pretrained`` are diffusers' own, so every export is a folder plain diffusers reads component by
+component, and an unconditional pixel export loads as a plain ``DDPMPipeline``.
+
+``__call__`` generates in chunks of ``batch_size``; image i uses seed ``seeds[i]`` whatever the chunking.
+``callback_on_step_end(pipe, done, total, {"latents": x})`` runs after every step (it may return
+{"latents": ...} to replace them); setting ``pipe.interrupt = True`` (e.g. from a UI's cancel button, inside
+that callback or from another thread) stops after the current step and returns what is there.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from diffusers import DiffusionPipeline, UNet2DConditionModel
+from diffusers.utils import BaseOutput
+
+from facediff.conditioning.conditioner import Conditioner
+from facediff.conditioning.sketch import load_sketch
+from facediff.errors import FacediffError
+from facediff.imaging import to_uint8
+from facediff.models.unet import unet_call
+from facediff.pipelines.spaces import LatentSpace, PixelSpace
+from facediff.progress import Progress, report
+from facediff.sampling.guidance import guided_denoiser
+from facediff.sampling.samplers import sample
+
+TRAINING_CONFIG = "training_config.json"  # the run's resolved config, written beside the components
+
+
+@dataclass
+class FacediffOutput(BaseOutput):
+    images: Any  # uint8 (N, H, W, 3) for output_type "np"; float (N, 3, H, W) in [-1, 1] for "pt"
+    interrupted: bool = False  # True when pipe.interrupt stopped sampling early
+
+
+class FacediffPipeline(DiffusionPipeline):
+    model_cpu_offload_seq = "unet->vae"
+    _optional_components = ["vae"]
+
+    def __init__(self, unet, scheduler, vae=None, attributes=(), num_levels=6, sketch=False):
+        super().__init__()
+        self.register_modules(unet=unet, scheduler=scheduler, vae=vae)  # vae None: a pixel model
+        extra = {k: v for k, v in (("attributes", list(attributes)), ("num_levels", int(num_levels)),
+                                   ("sketch", bool(sketch))) if v}
+        if extra:
+            self.register_to_config(**extra)
+        self._attributes = tuple(attributes)
+        self._num_levels = int(num_levels)
+        self._sketch = bool(sketch)
+        self.interrupt = False
+        self.network_evaluations = 0  # U-Net calls (a guided batch counts once), for timing metrics
+        self.training_config: dict[str, Any] | None = None  # the run's config, when known
+
+    # -- what the model is ---------------------------------------------------------------------------
+    @property
+    def is_latent(self) -> bool:
+        return self.vae is not None
+
+    @property
+    def space(self) -> PixelSpace | LatentSpace:
+        """The encoder/decoder between images and the diffusion space (identity for pixel models)."""
+        return LatentSpace(self.vae) if self.vae is not None else PixelSpace()
+
+    @property
+    def conditioner(self) -> Conditioner:
+        return Conditioner(self._attributes, self._num_levels, self.latent_shape[1] if self._sketch else None)
+
+    @property
+    def attributes(self) -> tuple[str, ...]:
+        return self._attributes
+
+    @property
+    def num_levels(self) -> int:
+        return self._num_levels
+
+    @property
+    def conditional(self) -> bool:
+        """Attribute-conditional?"""
+        return bool(self._attributes)
+
+    @property
+    def takes_sketch(self) -> bool:
+        return self._sketch
+
+    @property
+    def latent_shape(self) -> tuple[int, int, int]:
+        """(C, h, w) of the space the diffusion runs in (pixels for pixel models)."""
+        s = int(self.unet.config.sample_size)
+        return (int(self.unet.config.out_channels), s, s)
+
+    @property
+    def sample_size(self) -> int:
+        """Side in pixels of the generated images."""
+        return self.latent_shape[1] * self.space.downsample
+
+    # -- one network call ----------------------------------------------------------------------------
+    def denoise_fn(self, x: torch.Tensor, t: torch.Tensor, **cond: torch.Tensor) -> torch.Tensor:
+        """f(x_t, t, **condition) with the pipeline's U-Net."""
+        self.network_evaluations += 1
+        return unet_call(self.unet, x, t, **cond)
+
+    # -- generation ----------------------------------------------------------------------------------
+    @torch.no_grad()
+    def __call__(self, n: int = 1, *, attrs: Mapping[str, int] | Sequence[Mapping[str, int] | None] | None = None,
+                 sketch: str | Path | np.ndarray | torch.Tensor | None = None, guidance: float = 3.0,
+                 attr_scales: Mapping[str, float] | None = None, sampler: str = "dpmpp", steps: int = 25,
+                 seed: int = 0, seeds: Sequence[int] | None = None, eta: float = 0.0, init_noise: str = "normal",
+                 step_noise: bool = True, batch_size: int = 64, output_type: str = "np",
+                 callback_on_step_end: Callable[..., dict | None] | None = None,
+                 progress: Progress | None = None) -> FacediffOutput:
+        """Generate ``n`` faces (or ``len(seeds)``). ``attrs``: one dict for all images or one per image;
+        ``sketch``: a PNG path / uint8 array (dark lines on light paper) or ink maps (n or 1, 1, h, w)."""
+        seeds = list(seeds) if seeds is not None else [seed + i for i in range(n)]
+        n = len(seeds)
+        if n < 1 or steps < 1 or batch_size < 1:
+            raise FacediffError(f"n = {n}, steps = {steps}, batch_size = {batch_size}: each must be at least 1")
+        if not np.isfinite(guidance):
+            raise FacediffError(f"guidance = {guidance}: must be a finite number (1 = no guidance)")
+        if output_type not in ("np", "pt"):
+            raise FacediffError(f"output_type = {output_type!r}: choose np or pt")
+        rows = list(attrs) if isinstance(attrs, (list, tuple)) else [attrs] * n
+        if len(rows) != n:
+            raise FacediffError(f"{len(rows)} attribute conditions for {n} images")
+        conditioner = self.conditioner
+        if sketch is not None and not isinstance(sketch, torch.Tensor):
+            if not conditioner.takes_sketch:
+                raise FacediffError("this model does not take a sketch; train an ldm with [latent] sketch = true")
+            sketch = load_sketch(sketch, self.sample_size, self.latent_shape[1])
+        device = self.device
+        self.interrupt = False
+        outs, interrupted = [], False
+        chunks = [slice(i, min(n, i + batch_size)) for i in range(0, n, batch_size)]
+        done_before = [0]
+
+        for sl in chunks:
+            m = sl.stop - sl.start
+            chunk_sketch = None if sketch is None else (sketch if len(sketch) == 1 else sketch[sl])
+            cond = conditioner.encode(m, rows[sl], chunk_sketch)
+            denoise = guided_denoiser(self.denoise_fn, conditioner.branches(cond, guidance, attr_scales))
+
+            def on_step(done: int, total: int, x: torch.Tensor) -> bool:
+                if callback_on_step_end is not None:
+                    changed = callback_on_step_end(self, done, total, {"latents": x})
+                    if changed and "latents" in changed:
+                        x.copy_(changed["latents"])
+                report(progress, "sample", done_before[0] + done, total * len(chunks))
+                return bool(self.interrupt)
+
+            z = sample(denoise, (m, *self.latent_shape), scheduler_config=dict(self.scheduler.config),
+                       sampler=sampler, steps=steps, seeds=seeds[sl], eta=eta, init_noise=init_noise,
+                       step_noise=step_noise, device=device, callback=on_step)
+            done_before[0] += _calls_per_sample(sampler, steps)
+            outs.append(self.space.decode(z).float().clamp(-1, 1).cpu())
+            if self.interrupt:
+                interrupted = True
+                break
+        images = torch.cat(outs)
+        return FacediffOutput(images=to_uint8(images) if output_type == "np" else images, interrupted=interrupted)
+
+
+def _calls_per_sample(sampler: str, steps: int) -> int:
+    """Network calls (= progress units) of one chunk: Heun's first interval is one Euler step."""
+    return 2 * steps - 2 if sampler == "heun" and steps > 1 else steps
+
+
+def unet_class(unet: torch.nn.Module) -> str:
+    return "conditional" if isinstance(unet, UNet2DConditionModel) else "unconditional"

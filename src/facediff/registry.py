@@ -1,0 +1,68 @@
+"""The one list of every choice a user can make by name.
+
+Config validation (``facediff.config``), the samplers, the CLI help and its choices (``facediff.cli``) and
+the UI all read these tuples, so a new sampler, schedule, kind or recipe is added here once. This module
+imports nothing from facediff: it sits at the bottom of the layer order.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# ------------------------------------------------------------------------------------------- training
+KINDS: tuple[str, ...] = ("ddpm", "autoencoder", "ldm", "estimator")  # what `facediff train KIND` trains
+CONDITIONING: tuple[str, ...] = ("none", "attributes")  # [model] conditioning of a denoiser
+SCHEDULES: tuple[str, ...] = ("linear", "scaled_linear", "cosine")  # [diffusion] schedule (beta_t)
+PREDICTION_TYPES: tuple[str, ...] = ("epsilon", "v_prediction", "sample")  # [diffusion] network target
+LOSS_WEIGHTINGS: tuple[str, ...] = ("none", "min_snr")  # [diffusion] loss_weighting
+MIXED_PRECISION: tuple[str, ...] = ("no", "bf16", "fp16")  # [train] mixed_precision (fp16: CUDA only)
+LR_SCHEDULES: tuple[str, ...] = ("constant", "cosine")  # [train] lr_schedule after warmup
+AE_KINDS: tuple[str, ...] = ("vq", "kl")  # [autoencoder] kind
+
+# ------------------------------------------------------------------------------------------- data
+SYNTH_STYLES: tuple[str, ...] = ("human", "anime", "mixed")  # SynthFaces styles
+SOURCES: tuple[str, ...] = ("celeba", "celeba-dialog", "folder")  # `facediff data prepare --source`
+SKETCH_METHODS: tuple[str, ...] = ("xdog", "canny")  # line-drawing extractors for real photos
+
+# ------------------------------------------------------------------------------------------- sampling
+SAMPLERS: tuple[str, ...] = ("ddpm", "ddim", "dpmpp", "euler", "heun", "unipc")  # diffusers schedulers
+INIT_NOISE: tuple[str, ...] = ("normal", "zero", "constant")  # x_T: N(0, I) | zeros | one value per channel
+
+# ------------------------------------------------------------------------------------------- evaluation
+METRICS: tuple[str, ...] = ("fd", "kid", "fd_by_condition", "attr", "faces", "diversity", "sketch", "timing")
+
+
+@dataclass(frozen=True)
+class RecipeInfo:
+    """What `facediff experiment NAME` runs (the code is in ``facediff.experiments``)."""
+
+    seed: str  # the write-up (and table) it reproduces
+    summary: str  # one line for `facediff experiment list`
+    budget_minutes: float  # default wall-clock budget (2 CPU cores, 32x32)
+    trains: bool  # True: trains its own models (``--model`` unused); False: samples ``--model``
+
+
+RECIPES: dict[str, RecipeInfo] = {
+    "seed003-timesteps": RecipeInfo("003 Q1", "T = 100 / 300 / 500, same budget each (unconditional anime DDPM)",
+                                    30.0, True),
+    "seed003-noise": RecipeInfo("003 Q2", "initial noise zeroed / step noise removed / both, on one model",
+                                20.0, False),
+    "seed002-grid": RecipeInfo("002 Table 4.1", "GA x T x Min-SNR x channels, 16 short runs, best per metric",
+                               30.0, True),
+    "seed002-baselines": RecipeInfo("002 Table 3.1", "untrained model vs ground truth on every metric", 15.0, True),
+    "sampler-sweep": RecipeInfo("002 Sec. 2.1", "DDPM-1000 vs DDIM / DPM-Solver++ / UniPC at 10, 20, 50 steps",
+                                30.0, False),
+    "seed000": RecipeInfo("000", "VQ autoencoder + sketch-conditional LDM on anime faces (PSNR vs the seed's 25.31)",
+                          30.0, True),
+    # the bundled oracle: 40 000 faces, 40 min on one thread
+    "oracle": RecipeInfo("002 Sec. 3.2", "train the SynthFaces oracle (attribute estimator) within the budget",
+                         40.0, True),
+}
+
+
+def check_choice(what: str, value: str, choices: tuple[str, ...]) -> str:
+    """``value`` if it is one of ``choices``, else a one-line FacediffError naming ``what`` and the choices."""
+    if value not in choices:
+        from facediff.errors import FacediffError
+
+        raise FacediffError(f"{what} {value!r}: choose one of {', '.join(choices)}")
+    return value

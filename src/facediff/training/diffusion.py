@@ -1,0 +1,242 @@
+"""Diffusion training (kind ddpm on pixels, kind ldm on a frozen autoencoder's latents): one task, one loop.
+
+Per optimizer step s, for every sample j of the step (all micro-batches and processes, drawn together from
+one generator seeded by (seed, s)): x_0 = E(image_j) (``PixelSpace`` or ``LatentSpace``), t_j ~ U{0..T-1},
+eps_j ~ N(0, I), the condition c_j with classifier-free-guidance dropout; x_t = sqrt(abar_t) x_0 +
+sqrt(1 - abar_t) eps; loss = mean_j w(t_j) ||f(x_t, t_j, c_j) - target_j||^2 (Ho et al. 2020; Min-SNR-gamma
+weights w, Hang et al. 2023). A process computes its micro-batch's rows only, so (batch b, accumulation k,
+processes p) sees the same samples and noise as (batch k*p*b, one process).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+
+import torch
+from accelerate import Accelerator
+from diffusers import DDPMScheduler
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from facediff.conditioning.attributes import attribute_sweep, levels_to_onehot
+from facediff.conditioning.sketch import sketch_to_map
+from facediff.config import RunConfig
+from facediff.diffusion.process import NoiseProcess
+from facediff.diffusion.schedules import scheduler_config
+from facediff.errors import FacediffError
+from facediff.imaging import make_grid, save_png, to_uint8
+from facediff.models.unet import build_unet, unet_call
+from facediff.pipelines.facediff import FacediffPipeline
+from facediff.pipelines.load import save_pipeline
+from facediff.pipelines.spaces import LatentSpace, PixelSpace
+from facediff.progress import Progress, report
+from facediff.training.common import step_generator
+from facediff.training.data import TrainingData, micro_slice
+from facediff.training.loop import Task
+
+
+class DiffusionTask(Task):
+    uses_ema = True
+
+    def __init__(self, cfg: RunConfig, out: Path, progress: Progress | None = None):
+        if cfg.kind == "ldm" and not cfg.latent.autoencoder:
+            raise FacediffError("[latent] autoencoder is empty: pass --autoencoder AE_RUN_DIR (a trained autoencoder)")
+        self.cfg, self.out, self.progress = cfg, Path(out), progress
+        self.name = f"train {cfg.kind}"
+        self.process = NoiseProcess(cfg.diffusion)
+        self._step_cache: tuple[int, dict[str, torch.Tensor]] | None = None
+
+    # -- setup ---------------------------------------------------------------------------------------
+    def build(self, acc: Accelerator, data_path: Path) -> None:
+        cfg = self.cfg
+        m = cfg.model
+        attrs = m.attributes if m.conditioning == "attributes" else ()
+        self.attributes = attrs
+        sketch = cfg.kind == "ldm" and cfg.latent.sketch
+        self.data = TrainingData(data_path, cfg.data, attrs, seed=cfg.train.seed, need_labels=bool(attrs),
+                                 sketches=sketch)
+        if cfg.kind == "ldm":
+            from facediff.training.autoencoder import load_autoencoder
+
+            vae = load_autoencoder(cfg.latent.autoencoder)
+            vae.requires_grad_(False)
+            if int(vae.config.sample_size) != cfg.data.size:
+                raise FacediffError(f"[data] size = {cfg.data.size} but the autoencoder was trained at "
+                                    f"{vae.config.sample_size} px; set --set data.size={vae.config.sample_size}")
+            z, z_flip = self._encode_latents(vae)
+            scale = cfg.latent.scale_factor or float(1.0 / z.float().std())  # s = 1/std(z) (Rombach et al.)
+            self.cfg = cfg = replace(cfg, latent=replace(cfg.latent, scale_factor=scale))
+            vae.register_to_config(scaling_factor=scale)
+            self.space: PixelSpace | LatentSpace = LatentSpace(vae)
+            self.x0_table = (z * scale, z_flip * scale)
+            lat = int(z.shape[-1])
+            self.sketch_maps = None
+            if sketch:
+                self.sketch_maps = (sketch_to_map(self.data.sketches, lat),
+                                    sketch_to_map(self.data.sketches[:, :, ::-1].copy(), lat))
+            channels, net_size = int(z.shape[1]), lat
+        else:
+            self.space, self.x0_table, self.sketch_maps = PixelSpace(), None, None
+            channels, net_size = m.in_channels, cfg.data.size
+        torch.manual_seed(cfg.train.seed)  # identical initial weights on every process
+        self.model = build_unet(m, net_size, in_channels=channels + (1 if sketch else 0), out_channels=channels)
+        tc = cfg.train
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+
+    @torch.no_grad()
+    def _encode_latents(self, vae: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+        """Raw latents E(x) of every training image, as is and mirrored (flip augmentation needs no encoder
+        at training time), cached in the run's cache/latents.safetensors."""
+        cache = self.out / "cache" / "latents.safetensors"
+        if cache.is_file():
+            t = load_file(str(cache))
+            if len(t["z"]) == self.data.n:
+                return t["z"], t["z_flip"]
+        raw = LatentSpace(vae, scaling_factor=1.0)
+        zs, zfs = [], []
+        for i in range(0, self.data.n, 64):
+            x = self.data.pixels(torch.arange(i, min(self.data.n, i + 64)))
+            zs.append(raw.encode(x).float())
+            zfs.append(raw.encode(x.flip(-1)).float())
+            report(self.progress, "encode latents", min(self.data.n, i + 64), self.data.n)
+        z, z_flip = torch.cat(zs).contiguous(), torch.cat(zfs).contiguous()
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(".tmp")
+        save_file({"z": z, "z_flip": z_flip}, str(tmp))
+        os.replace(tmp, cache)
+        return z, z_flip
+
+    # -- one step ------------------------------------------------------------------------------------
+    def _step_draws(self, step: int, world: int) -> dict[str, torch.Tensor]:
+        """Every random draw of optimizer step ``step``, for all of its samples at once."""
+        if self._step_cache is not None and self._step_cache[0] == step:
+            return self._step_cache[1]
+        tc, dc = self.cfg.train, self.cfg.diffusion
+        idx = self.data.order.step_indices(step, tc.grad_accum, world, tc.batch_size)
+        n = len(idx)
+        gen = step_generator(tc.seed, step)
+        flip = torch.rand(n, generator=gen) < 0.5 if self.data.hflip else torch.zeros(n, dtype=torch.bool)
+        drop_all = torch.rand(n, generator=gen) < dc.cond_drop_prob  # classifier-free guidance: p_uncond
+        draws = {"idx": torch.from_numpy(idx), "flip": flip, "drop_all": drop_all}
+        if self.attributes:
+            draws["drop_one"] = torch.rand(n, len(self.attributes), generator=gen) < dc.attr_drop_prob
+        if self.sketch_maps is not None:
+            draws["drop_sketch"] = drop_all | (torch.rand(n, generator=gen) < self.cfg.latent.sketch_drop_prob)
+        draws["t"] = self.process.sample_timesteps(n, gen)
+        shape = self.x0_table[0].shape[1:] if self.x0_table is not None else (3, self.data.size, self.data.size)
+        draws["eps"] = torch.randn((n, *shape), generator=gen)
+        self._step_cache = (step, draws)
+        return draws
+
+    def batch(self, step: int, micro: int, rank: int, world: int) -> tuple[torch.Tensor, dict[str, torch.Tensor],
+                                                                          torch.Tensor, torch.Tensor]:
+        """(x_0, condition fields, t, eps) of one process's micro-batch."""
+        d = self._step_draws(step, world)
+        sl = micro_slice(micro, rank, world, self.cfg.train.batch_size)
+        idx, flip = d["idx"][sl], d["flip"][sl]
+        if self.x0_table is None:
+            x = self.data.pixels(idx)
+            x0 = torch.where(flip[:, None, None, None], x.flip(-1), x)
+        else:
+            x0 = torch.where(flip[:, None, None, None], self.x0_table[1][idx], self.x0_table[0][idx])
+        cond: dict[str, torch.Tensor] = {}
+        if self.attributes:
+            levels = self.data.levels[idx].clone()
+            levels[d["drop_all"][sl][:, None] | d["drop_one"][sl]] = -1  # per-attribute "don't care"
+            cond["class_labels"] = levels_to_onehot(levels, self.cfg.model.num_levels)
+        if self.sketch_maps is not None:
+            sk = torch.where(flip[:, None, None, None], self.sketch_maps[1][idx], self.sketch_maps[0][idx])
+            cond["concat"] = torch.where(d["drop_sketch"][sl][:, None, None, None], torch.zeros_like(sk), sk)
+        return x0, cond, d["t"][sl], d["eps"][sl]
+
+    def losses(self, step: int, micro: int, rank: int, world: int):
+        x0, cond, t, eps = self.batch(step, micro, rank, world)
+        dev = next(self.model.parameters()).device
+        x0, t, eps = x0.to(dev), t.to(dev), eps.to(dev)
+        x_t = self.process.add_noise(x0, eps, t)
+        pred = unet_call(self.model, x_t, t, **{k: v.to(dev) for k, v in cond.items()})
+        loss = self.process.loss(pred.float(), x0, eps, t).mean()
+        return [loss], {}, len(x0)
+
+    # -- outputs -------------------------------------------------------------------------------------
+    def pipeline(self, unet: nn.Module) -> FacediffPipeline:
+        """The in-training model as a sampling pipeline (same code path as a loaded export)."""
+        sched = DDPMScheduler.from_config(scheduler_config(self.cfg.diffusion))
+        vae = self.space.vae if isinstance(self.space, LatentSpace) else None
+        return FacediffPipeline(unet=unet, scheduler=sched, vae=vae, attributes=self.attributes,
+                                num_levels=self.cfg.model.num_levels, sketch=self.sketch_maps is not None)
+
+    def write_grid(self, unet: nn.Module, path: Path, seed: int = 0) -> Path:
+        """Attribute-sweep grid (rows: attributes, columns: levels), sketch -> face pairs for sketch models,
+        or an 8x4 grid for unconditional models."""
+        pipe = self.pipeline(unet)
+        tc, size = self.cfg.train, self.cfg.data.size
+        kw = dict(sampler=tc.sample_sampler, steps=tc.sample_steps, guidance=3.0, output_type="pt")
+        scale = max(1, 64 // size)
+        was = unet.training
+        unet.eval()
+        if self.sketch_maps is not None:
+            maps = self.sketch_maps[0][:8]
+            x = pipe(seeds=list(range(len(maps))), sketch=maps, **kw).images
+            shown = torch.nn.functional.interpolate(1 - 2 * maps, size=size, mode="nearest").expand(-1, 3, -1, -1)
+            grid = make_grid(to_uint8(torch.cat([shown, x])), len(maps), scale=scale)
+        elif self.attributes:
+            L = self.cfg.model.num_levels
+            conds, seeds = attribute_sweep(self.attributes, L, seed)
+            x = pipe(seeds=seeds, attrs=conds, **kw).images
+            grid = make_grid(to_uint8(x), L, scale=scale, row_labels=list(self.attributes),
+                             col_labels=[str(i) for i in range(L)])
+        else:
+            grid = make_grid(to_uint8(pipe(seeds=list(range(32)), **kw).images), 8, scale=scale)
+        unet.train(was)
+        return save_png(grid, path)
+
+    def periodic(self, step: int, ema_model: nn.Module | None) -> None:
+        if ema_model is not None and step < self.cfg.train.max_steps:
+            self.write_grid(ema_model, self.out / "samples" / f"step-{step:07d}.png")
+
+    def finish(self, step: int, ema_model: nn.Module | None) -> dict[str, Any]:
+        from facediff.config import to_dict
+
+        export = save_pipeline(self.pipeline(ema_model), self.out / "export", to_dict(self.cfg))
+        grid = self.write_grid(ema_model, self.out / "samples" / f"step-{step:07d}.png")
+        return {"grid": str(grid), "export": str(export)}
+
+
+def train_diffusion(cfg: RunConfig, out: str | Path, *, resume: bool = False,
+                    progress: Progress | None = None) -> dict[str, Any]:
+    """Train the denoiser described by ``cfg`` (kind ddpm or ldm) into run directory ``out``."""
+    from facediff.training.loop import train_loop
+
+    if cfg.kind not in ("ddpm", "ldm"):
+        raise FacediffError(f"kind = {cfg.kind!r}: this trainer handles kind = 'ddpm' and 'ldm'")
+    return train_loop(DiffusionTask(cfg, out, progress), cfg, out, resume=resume, progress=progress)
+
+
+
+
+
+def export_untrained(cfg: RunConfig, out: str | Path) -> dict[str, Any]:
+    """A pixel model at its initial weights (seed 002's "untrained" baseline), exported without a training
+    step: RUN/config.json, RUN/export, RUN/logs/summary.json with steps = 0."""
+    import json
+
+    from facediff.config import save_config, to_dict
+
+    out = Path(out)
+    if cfg.kind != "ddpm":
+        raise FacediffError(f"export_untrained: kind = {cfg.kind!r}; only pixel (ddpm) models")
+    torch.manual_seed(cfg.train.seed)  # the same initial weights as step 0 of a training run
+    unet = build_unet(cfg.model, cfg.data.size)
+    attrs = cfg.model.attributes if cfg.model.conditioning == "attributes" else ()
+    pipe = FacediffPipeline(unet=unet, scheduler=DDPMScheduler.from_config(scheduler_config(cfg.diffusion)),
+                            attributes=attrs, num_levels=cfg.model.num_levels)
+    (out / "logs").mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out / "config.json")
+    save_pipeline(pipe, out / "export", to_dict(cfg))
+    summary = {"steps": 0, "parameters": sum(p.numel() for p in unet.parameters()), "export": str(out / "export")}
+    (out / "logs" / "summary.json").write_text(json.dumps({**summary, "config": to_dict(cfg)}, indent=1))
+    return summary
