@@ -53,20 +53,31 @@ def main(argv: list[str] | None = None) -> dict:
     from facediff.imaging import make_grid, save_png, to_uint8
     from facediff.training.autoencoder import load_autoencoder, train_autoencoder
 
-    cfg = load_config(args.config, args.sets)
-    if args.resume:
+    from dataclasses import replace
+
+    from facediff.cli.progress import Reporter
+    from facediff.models.autoencoder import latent_channels, vae_downsample
+
+    if args.resume:  # the run's own config; --set is not applied on resume
         from facediff.config import load_config_json
+
+        if args.sets:
+            raise SystemExit("error: --set cannot change a resumed run; drop it or start a new --out")
         cfg = load_config_json(Path(args.out) / "config.json")
+    else:
+        cfg = load_config(args.config, args.sets)
+    # the wall-clock budget of this benchmark run is the loop's time budget
+    cfg = replace(cfg, train=replace(cfg.train, time_budget_minutes=args.minutes))
     t0 = time.perf_counter()
-    summary = train_autoencoder(cfg, args.out, resume=args.resume, show_progress=True,
-                                time_budget_s=args.minutes * 60)
-    ae, meta = load_autoencoder(args.out)
+    with Reporter() as progress:
+        summary = train_autoencoder(cfg, args.out, resume=args.resume, progress=progress)
+    ae = load_autoencoder(args.out)
     result = {"config": args.config, "sets": args.sets, "minutes_budget": args.minutes,
               "wall_s": time.perf_counter() - t0, "steps": summary["steps"],
               "images_seen": summary["steps"] * cfg.train.batch_size * cfg.train.grad_accum,
               "parameters": summary["parameters"], "perceptual_loss": summary["perceptual_loss"],
               "synthfaces_val": summary["eval"], "heldout": summary["heldout"],
-              "downsample": meta["downsample"], "latent_channels": meta["latent_channels"]}
+              "downsample": vae_downsample(ae), "latent_channels": latent_channels(ae)}
     face = astronaut_face(cfg.data.size)
     if face is not None:
         res = reconstruction_metrics(ae, face)

@@ -35,9 +35,9 @@ def arm_overrides(kind: str, channels: str, data: Path, minutes: float, steps: i
 def sampling_speed(model: Path, n: int = 32) -> float:
     from facediff import api
 
-    api.sample(model, n=4, steps=2, show_progress=False)  # warm-up
+    api.sample(model, n=4, steps=2)  # warm-up
     t0 = time.perf_counter()
-    api.sample(model, n=n, steps=25, guidance=3.0, batch_size=n, show_progress=False)
+    api.sample(model, n=n, steps=25, guidance=3.0, batch_size=n)
     return n / (time.perf_counter() - t0)
 
 
@@ -62,15 +62,14 @@ def main() -> None:
                  "command": " ".join(sys.argv), "arms": {}}
     for kind in ("latent", "pixel"):
         run = work / kind
-        if not (run / "export" / "facediff.json").is_file():
+        if not (run / "export" / "model_index.json").is_file():
             over = arm_overrides(kind, a.channels, data, a.minutes, 100000)
             if kind == "latent":
                 over.append(f"latent.autoencoder={a.autoencoder}")
-            api.train("ddpm" if kind == "pixel" else "ldm", None, run, overrides=over, show_progress=False)
+            api.train("ddpm" if kind == "pixel" else "ldm", None, run, overrides=over)
         rows = [json.loads(l) for l in (run / "logs" / "metrics.jsonl").read_text().splitlines() if l]
         train_ips = float(np.median([r["images_per_s"] for r in rows[1:]] or [rows[-1]["images_per_s"]]))
-        ev = api.evaluate(run, data, metrics="fd,attr,timing", n=a.n_eval, steps=25, out=work / f"eval-{kind}",
-                          show_progress=False)
+        ev = api.evaluate(run, data, metrics="fd,attr,timing", n=a.n_eval, steps=25, out=work / f"eval-{kind}")
         res["arms"][kind] = {
             "train_images_per_s": train_ips, "steps_in_budget": rows[-1]["step"],
             "sample_images_per_s": sampling_speed(run), "fd_oracle": ev["fd_oracle"],

@@ -87,7 +87,7 @@ def ours(data_dir: Path, size: int, batch: int, steps: int, warmup: int, channel
             "model.attention_head_dim=32", "model.norm_num_groups=16", "diffusion.num_train_timesteps=1000",
             f"train.batch_size={batch}", f"train.max_steps={warmup + steps}", f"train.log_every={warmup}",
             "train.checkpoint_every=0", f"train.mixed_precision={mp}", "train.sample_steps=1", "train.lr=1e-4"])
-        api.train("ddpm", cfg, Path(tmp) / "run", show_progress=False)
+        api.train("ddpm", cfg, Path(tmp) / "run")
         rows = [json.loads(l) for l in (Path(tmp) / "run" / "logs" / "metrics.jsonl").read_text().splitlines()]
         steady = [r for r in rows if r["step"] > warmup]
         return float(np.mean([r["images_per_s"] for r in steady]))

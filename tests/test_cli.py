@@ -87,3 +87,35 @@ def test_bundled_default_model_generates(tmp_path):
     bundle = load_pipeline(None)
     assert bundle.conditional and bundle.attributes == ("bangs", "eyeglasses", "beard", "smiling", "age")
     assert Image.open(out).size[0] > 6 * bundle.sample_size
+
+
+def test_choices_come_from_the_registry_and_bad_ones_are_one_line(tmp_path):
+    from facediff import registry
+
+    help_text = runner.invoke(app, ["sample", "--help"], env={"COLUMNS": "250"}).output
+    assert all(s in help_text for s in registry.SAMPLERS)
+    err = _one_line_error(runner.invoke(app, ["sample", "--sampler", "plms", "--out", str(tmp_path / "x.png")]))
+    assert "plms" in err and "dpmpp" in err
+    err = _one_line_error(runner.invoke(app, ["sample", "--n", "abc"]))
+    assert "--n" in err
+    err = _one_line_error(runner.invoke(app, ["train", "ddpm", "--config", "no-such-preset", "--out", str(tmp_path)]))
+    assert "no-such-preset" in err and "tiny-ddpm" in err  # the known presets are listed
+
+
+def test_unexpected_exception_is_one_line_with_a_log(monkeypatch, capsys):
+    import sys
+
+    from facediff import api
+    from facediff.cli import main as cli_main
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom\nsecond line")
+
+    monkeypatch.setattr(api, "sample", broken)
+    monkeypatch.setattr(sys, "argv", ["facediff", "sample", "--n", "1"])
+    with pytest.raises(SystemExit) as e:
+        cli_main.main()
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 1 and err.startswith("error: unexpected RuntimeError: boom") and "\n" not in err
+    log = Path(err.split("full traceback in ")[1].split(";")[0])
+    assert "Traceback" in log.read_text() and "boom" in log.read_text()

@@ -83,6 +83,17 @@ def load(model: str | Path | None = None, device: str = "cpu"):
     return load_pipeline(model, device)
 
 
+def convert(old: str | Path, new: str | Path) -> Path:
+    """Rewrite a model folder (e.g. a facediff-export/1 export with facediff.json) in the current format."""
+    from facediff.errors import FacediffError
+    from facediff.pipelines.load import load_pipeline, save_pipeline
+
+    new = Path(new)
+    if new.exists() and any(new.iterdir()):
+        raise FacediffError(f"--out {new}: not empty; choose a new folder")
+    return save_pipeline(load_pipeline(old), new)
+
+
 def parse_attrs(text: str | dict[str, int] | None) -> dict[str, int] | None:
     from facediff.conditioning.attributes import parse_attrs as _parse
 

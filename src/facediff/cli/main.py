@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 from typing import Callable, List, Optional
 
-from typer import _click as click  # typer vendors its own click; its exceptions come from here
 import typer
 
 from facediff import registry
@@ -39,15 +38,14 @@ class _OneLineErrors(typer.core.TyperGroup):
         kwargs.pop("standalone_mode", None)
         try:
             rv = super().main(*args, standalone_mode=False, **kwargs)
-        except click.exceptions.NoArgsIsHelpError as e:
-            click.echo(e.ctx.get_help() if e.ctx else str(e))
-            sys.exit(0)
-        except click.exceptions.UsageError as e:
-            where = f"{e.ctx.command_path}: " if e.ctx else ""
-            click.echo(f"error: {where}{' '.join(e.format_message().split())}", err=True)
-            sys.exit(2)
-        except click.exceptions.ClickException as e:
-            click.echo(f"error: {' '.join(e.format_message().split())}", err=True)
+        except typer.TyperException as e:  # typer's (vendored click) usage errors: public base class only
+            ctx = getattr(e, "ctx", None)
+            if type(e).__name__ == "NoArgsIsHelpError":  # a bare group: show its help
+                typer.echo(ctx.get_help() if ctx else str(e))
+                sys.exit(0)
+            where = f"{ctx.command_path}: " if ctx is not None else ""
+            message = e.format_message() if hasattr(e, "format_message") else str(e)
+            typer.echo(f"error: {where}{' '.join(message.split())}", err=True)
             sys.exit(2)
         if isinstance(rv, int) and rv:  # typer.Exit(code) inside a command, returned in this mode
             sys.exit(rv)
@@ -239,6 +237,16 @@ def sample(model: Optional[Path] = typer.Option(None, help="run or export dir (d
                          steps=steps, seed=seed, eta=eta, init_noise=init_noise.value, step_noise=not no_step_noise,
                          sweep=sweep, sketch=sketch, batch_size=batch_size, out=out, progress=rep)
     typer.echo(f"wrote {len(res['images'])} faces to {res['path']}")
+
+
+@app.command("convert")
+@user_errors
+def convert(old: Path = typer.Argument(..., help="an export or run folder, e.g. one with facediff.json"),
+            new: Path = typer.Argument(..., help="the new export folder (must not exist or be empty)")):
+    """Rewrite a model folder in the current export format (a diffusers FacediffPipeline folder)."""
+    from facediff import api
+
+    typer.echo(f"wrote {api.convert(old, new)}")
 
 
 @app.command("eval")

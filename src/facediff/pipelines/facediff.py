@@ -153,7 +153,7 @@ class FacediffPipeline(DiffusionPipeline):
                     changed = callback_on_step_end(self, done, total, {"latents": x})
                     if changed and "latents" in changed:
                         x.copy_(changed["latents"])
-                report(progress, "sample", done_before[0] + done, total * len(chunks))
+                report(progress, "sample", done_before[0] + done, total * len(chunks), preview=x)
                 return bool(self.interrupt)
 
             z = sample(denoise, (m, *self.latent_shape), scheduler_config=dict(self.scheduler.config),
