@@ -6,7 +6,6 @@ import torch
 from diffusers import DDPMScheduler
 
 from facediff.config import DiffusionConfig
-from facediff.diffusion.guidance import cfg_combine, compose
 from facediff.diffusion.process import NoiseProcess
 from facediff.diffusion.schedules import betas, scheduler_config
 from facediff.errors import FacediffError
@@ -151,15 +150,3 @@ def test_config_errors_are_facediff_errors() -> None:
         NoiseProcess(DiffusionConfig(num_train_timesteps=100)).add_noise(
             torch.zeros(1, 3, 2, 2), torch.zeros(1, 3, 2, 2), torch.tensor([100])
         )
-
-
-def test_guidance_math() -> None:
-    u, c = torch.tensor([1.0, -2.0]), torch.tensor([3.0, 0.0])
-    assert torch.equal(cfg_combine(u, c, 1.0), c)
-    assert torch.equal(cfg_combine(u, c, 0.0), u)
-    assert torch.equal(cfg_combine(u, c, 3.0), torch.tensor([7.0, 4.0]))
-    p1, p2 = torch.tensor([2.0, -2.0]), torch.tensor([1.0, 0.0])
-    assert torch.equal(compose(u, [p1, p2], [2.0, 0.5]), torch.tensor([3.0, -1.0]))
-    assert torch.equal(compose(u, [], []), u)
-    with pytest.raises(ValueError):
-        compose(u, [p1], [1.0, 2.0])

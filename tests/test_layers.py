@@ -33,7 +33,8 @@ LAYERS: list[tuple[str, ...]] = [
     ("evaluation",),
     ("experiments",),
     ("api",),
-    ("cli", "ui"),
+    ("ui",),  # the gradio app (calls api only)
+    ("cli",),  # above ui, so that `facediff ui` can start it
 ]
 RANK: dict[str, int] = {name: i for i, group in enumerate(LAYERS) for name in group}
 RANK[ROOT] = -1  # facediff/__init__.py sits below everything: anyone may read facediff.__version__
@@ -251,7 +252,7 @@ def test_checker_flags_upward_and_peer_edges_only():
     edges = [
         ("facediff.data.synth", "facediff.training.loop"),  # up
         ("facediff.models.unet", "facediff.diffusion.process"),  # peers
-        ("facediff.cli.main", "facediff.ui"),  # peers
+        ("facediff.ui.app", "facediff.cli.main"),  # up: the UI must not use the CLI
         ("facediff.config", "facediff.api"),  # up
         ("facediff.errors", "facediff.imaging"),  # peers in the lowest layer
         ("facediff", "facediff.errors"),  # the root package imports up
@@ -263,7 +264,7 @@ def test_checker_flags_upward_and_peer_edges_only():
     bad = layer_violations(edges)
     assert bad == sorted([
         "facediff -> facediff.errors (layer errors above facediff)",
-        "facediff.cli.main -> facediff.ui (layers cli and ui are peers and may not import each other)",
+        "facediff.ui.app -> facediff.cli.main (layer cli above ui)",
         "facediff.config -> facediff.api (layer api above config)",
         "facediff.data.synth -> facediff.training.loop (layer training above data)",
         "facediff.errors -> facediff.imaging (layers errors and imaging are peers and may not import each other)",

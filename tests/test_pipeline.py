@@ -76,14 +76,15 @@ def test_legacy_export_loads_and_converts(bundled, tmp_path):
 def test_callback_interrupt_and_progress(bundled):
     seen, progress = [], []
 
-    def stop_after_two(pipe, done, total, tensors):
-        seen.append((done, total, tuple(tensors["latents"].shape)))
-        if done == 2:
+    def stop_after_two(pipe, step_index, timestep, tensors):  # diffusers' callback_on_step_end signature
+        seen.append((step_index, int(timestep), pipe.num_timesteps, tuple(tensors["latents"].shape)))
+        if step_index == 1:
             pipe.interrupt = True
 
     out = bundled(3, steps=6, callback_on_step_end=stop_after_two,
                   progress=lambda task, d, t, **info: progress.append((task, d, t)))
-    assert out.interrupted and [s[0] for s in seen] == [1, 2] and seen[0][1:] == (6, (3, 3, 32, 32))
+    assert out.interrupted and [s[0] for s in seen] == [0, 1] and seen[0][2:] == (6, (3, 3, 32, 32))
+    assert seen[0][1] == 999 and seen[1][1] < 999  # trailing spacing: the first step is t = T - 1
     assert progress == [("sample", 1, 6), ("sample", 2, 6)]
     assert not bundled(1, steps=2).interrupted  # the flag is reset by the next call
 
@@ -98,8 +99,9 @@ def test_progress_total_counts_every_network_call(bundled):
 
 
 def test_callback_can_replace_latents(bundled):
-    def zero(pipe, done, total, tensors):
-        return {"latents": torch.zeros_like(tensors["latents"])} if done == total else None
+    def zero(pipe, step_index, timestep, tensors):
+        last = step_index == pipe.num_timesteps - 1
+        return {"latents": torch.zeros_like(tensors["latents"])} if last else None
 
     out = bundled(1, steps=2, callback_on_step_end=zero, output_type="pt").images
     assert torch.equal(out, torch.zeros_like(out))

@@ -158,7 +158,7 @@ def test_progress_and_timesteps(sampler: str) -> None:
         ts.append(t[0])
         return torch.zeros_like(x)
 
-    _run(proc, den, sampler, 8, callback=lambda d, n, x: calls.append((d, n)))
+    _run(proc, den, sampler, 8, callback=lambda d, n, t, x: calls.append((d, n)))
     total = calls[0][1]
     assert [c[0] for c in calls] == list(range(1, total + 1)) and all(c[1] == total for c in calls)
     assert total == (2 * 8 - 2 if sampler == "heun" else 8) == len(ts)

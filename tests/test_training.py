@@ -101,7 +101,7 @@ def _launch(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "-m", "facediff.cli.main", *args]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true"}
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env, cwd=tmp_path)
 
 
 def test_accelerate_launch_two_cpu_processes(tmp_path, synth16):

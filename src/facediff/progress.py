@@ -2,7 +2,7 @@
 
 ``progress(task, done, total, **info)``: ``task`` names the phase ("train ddpm", "encode latents", "sample"),
 ``done`` of ``total`` units are finished, ``info`` carries numbers to show (``loss=...``) and, for sampling,
-``preview`` (the current prediction, for the UI). A callback may be called with a new ``total`` when a
+``preview`` (the current model-space sample x_t: latents for latent models, for the UI to decode). A callback may be called with a new ``total`` when a
 function learns it on the way. ``None`` means no progress is reported.
 """
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Config validation (``facediff.config``), the samplers, the CLI help and its choices (``facediff.cli``) and
 the UI all read these tuples, so a new sampler, schedule, kind or recipe is added here once. This module
-imports nothing from facediff: it sits at the bottom of the layer order.
+imports only facediff.errors (for ``check_choice``): it sits just above the base layer.
 """
 from __future__ import annotations
 

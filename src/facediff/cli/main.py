@@ -301,6 +301,14 @@ def experiment(name: Recipe = typer.Argument(..., help="recipe name ('list' prin
     typer.echo((out / "results.md").read_text() if (out / "results.md").is_file() else f"wrote {out}")
 
 
+def _close_process_group() -> None:
+    """Under torchrun / accelerate launch: leave the process group cleanly (gloo can hang at interpreter exit)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def main() -> None:
     try:
         app()
@@ -316,6 +324,8 @@ def main() -> None:
         typer.echo(f"error: unexpected {type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''} "
                    f"(full traceback in {log}; please report it)", err=True)
         sys.exit(1)
+    finally:
+        _close_process_group()
 
 
 if __name__ == "__main__":

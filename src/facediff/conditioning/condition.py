@@ -35,18 +35,6 @@ class Condition:
         """Rows of the condition (None when it has no field: the unconditional model)."""
         return next((len(v) for v in self.fields().values()), None)
 
-    def rows(self, index: slice | torch.Tensor) -> "Condition":
-        """The same condition for a subset of rows."""
-        return Condition(**{k: v[index] for k, v in self.fields().items()})
-
-    def expand(self, batch: int) -> "Condition":
-        """A one-row condition repeated to ``batch`` rows (others unchanged)."""
-        if self.batch_size in (None, batch):
-            return self
-        if self.batch_size != 1:
-            raise ValueError(f"condition has {self.batch_size} rows, cannot expand to {batch}")
-        return Condition(**{k: v.expand(batch, *v.shape[1:]) for k, v in self.fields().items()})
-
     def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> "Condition":
         """Move every field; floating fields (not the attention mask) are cast to ``dtype`` when given."""
         out = {}

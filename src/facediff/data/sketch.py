@@ -34,8 +34,9 @@ import numpy as np
 from PIL import Image
 
 from facediff.errors import FacediffError
+from facediff.registry import SKETCH_METHODS
 
-METHODS: tuple[str, ...] = ("xdog", "canny")
+METHODS: tuple[str, ...] = SKETCH_METHODS  # facediff.registry
 WORK_SIDE = 256  # minimum short side (px) of the working resolution
 XDOG_SIGMA = 0.9  # inner Gaussian sigma (px) per 256 px of working short side
 XDOG_K = 1.6  # ratio of the outer to the inner Gaussian (k)

@@ -18,8 +18,9 @@ from typing import Any, Callable, Iterator
 
 from facediff.config import ATTRIBUTES, NUM_LEVELS
 from facediff.errors import FacediffError
+from facediff.registry import SOURCES as REGISTRY_SOURCES
 
-SOURCES: tuple[str, ...] = ("celeba", "celeba-dialog", "folder")
+SOURCES: tuple[str, ...] = REGISTRY_SOURCES  # facediff.registry
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
 SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
                  "dev": "val", "test": "test", "testing": "test"}

@@ -33,8 +33,9 @@ from facediff.data.synth_features import paint_face
 from facediff.data.synth_parts import AGE_HEAD
 from facediff.data.synth_text import caption as make_caption
 from facediff.errors import FacediffError
+from facediff.registry import SYNTH_STYLES
 
-STYLES: tuple[str, ...] = ("human", "anime", "mixed")
+STYLES: tuple[str, ...] = SYNTH_STYLES  # facediff.registry
 #: Part ids of ``SynthFace.mask`` (index = id); each pixel holds the front-most part covering more than half of it.
 PART_NAMES: tuple[str, ...] = ("background", "skin", "hair", "eyes", "brows", "nose", "mouth", "glasses",
                                "beard", "ears_neck", "clothes")

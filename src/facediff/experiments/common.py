@@ -144,7 +144,7 @@ def train_arm(ctx: Ctx, name: str, config: Path | None, overrides: Sequence[str]
     """Train one arm into out/runs/NAME (a finished arm is reused); returns the run summary + seconds."""
     run = ctx.out / "runs" / name
     summary_file = run / "logs" / "summary.json"
-    if summary_file.is_file() and (run / "export" / "facediff.json").is_file():
+    if summary_file.is_file() and (run / "export" / "model_index.json").is_file():
         s = json.loads(summary_file.read_text())
         tc = s.get("config", {}).get("train", {})
         return {**{k: v for k, v in s.items() if k != "config"}, "run": str(run), "seconds": None, "reused": True,

@@ -33,12 +33,12 @@ def run_seed000(ctx: Ctx) -> dict[str, Any]:
     tiny_ae = ["train.max_steps=2", "autoencoder.disc_start=1"] if ctx.tiny else []
     ae_cfg = config_path("tiny-vq" if ctx.tiny else "vq-f4-64")
     size_over = [f"data.path={data}", f"data.size={ctx.size}"]
-    if not (ae_run / "export" / "facediff.json").is_file():
+    if not (ae_run / "export" / "vae" / "config.json").is_file():
         train("autoencoder", ae_cfg, ae_run, overrides=size_over + tiny_ae + [
             "train.max_steps=1000000" if not ctx.tiny else "train.checkpoint_every=0",
             f"train.time_budget_minutes={train_s * 0.45:.3f}"], progress=ctx.progress)
     ae_eval = evaluate_autoencoder(ae_run, data, n=32 if ctx.tiny else 256, split=split or "train")
-    if not (ldm_run / "export" / "facediff.json").is_file():
+    if not (ldm_run / "export" / "model_index.json").is_file():
         ldm_cfg = config_path("tiny-ldm")
         over = size_over + [f"latent.autoencoder={ae_run}", "latent.sketch=true", "model.conditioning=none"]
         if ctx.tiny:

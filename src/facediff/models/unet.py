@@ -87,7 +87,3 @@ def unet_call(net: nn.Module, x: torch.Tensor, t: torch.Tensor, *, class_labels:
         return net(x, t, encoder_hidden_states=encoder_hidden_states, class_labels=None if class_labels is None
                    else class_labels.to(x.dtype), encoder_attention_mask=encoder_attention_mask).sample
     return net(x, t).sample
-
-
-def count_parameters(net: nn.Module) -> int:
-    return sum(p.numel() for p in net.parameters())

@@ -8,9 +8,10 @@ U-Net takes) is built from the pipeline config (``attributes``, ``num_levels``, 
 component, and an unconditional pixel export loads as a plain ``DDPMPipeline``.
 
 ``__call__`` generates in chunks of ``batch_size``; image i uses seed ``seeds[i]`` whatever the chunking.
-``callback_on_step_end(pipe, done, total, {"latents": x})`` runs after every step (it may return
-{"latents": ...} to replace them); setting ``pipe.interrupt = True`` (e.g. from a UI's cancel button, inside
-that callback or from another thread) stops after the current step and returns what is there.
+``callback_on_step_end(pipe, step_index, timestep, {"latents": x})`` runs after every step, with diffusers'
+signature (it may return {"latents": ...} to replace them; ``pipe.num_timesteps`` is the step count of the
+current chunk); setting ``pipe.interrupt = True`` (e.g. from a UI's cancel button, inside that callback or
+from another thread) stops after the current step and returns what is there.
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from diffusers import DiffusionPipeline, UNet2DConditionModel
+from diffusers import DiffusionPipeline
 from diffusers.utils import BaseOutput
 
 from facediff.conditioning.conditioner import Conditioner
@@ -50,14 +51,16 @@ class FacediffPipeline(DiffusionPipeline):
     def __init__(self, unet, scheduler, vae=None, attributes=(), num_levels=6, sketch=False):
         super().__init__()
         self.register_modules(unet=unet, scheduler=scheduler, vae=vae)  # vae None: a pixel model
-        extra = {k: v for k, v in (("attributes", list(attributes)), ("num_levels", int(num_levels)),
-                                   ("sketch", bool(sketch))) if v}
+        extra = {"attributes": list(attributes), "num_levels": int(num_levels)} if attributes else {}
+        if sketch:
+            extra["sketch"] = True
         if extra:
             self.register_to_config(**extra)
         self._attributes = tuple(attributes)
         self._num_levels = int(num_levels)
         self._sketch = bool(sketch)
         self.interrupt = False
+        self.num_timesteps = 0  # network calls of the current chunk (diffusers' pipelines have the same)
         self.network_evaluations = 0  # U-Net calls (a guided batch counts once), for timing metrics
         self.training_config: dict[str, Any] | None = None  # the run's config, when known
 
@@ -148,9 +151,10 @@ class FacediffPipeline(DiffusionPipeline):
             cond = conditioner.encode(m, rows[sl], chunk_sketch)
             denoise = guided_denoiser(self.denoise_fn, conditioner.branches(cond, guidance, attr_scales))
 
-            def on_step(done: int, total: int, x: torch.Tensor) -> bool:
+            def on_step(done: int, total: int, t: torch.Tensor, x: torch.Tensor) -> bool:
+                self.num_timesteps = total
                 if callback_on_step_end is not None:
-                    changed = callback_on_step_end(self, done, total, {"latents": x})
+                    changed = callback_on_step_end(self, done - 1, t, {"latents": x})
                     if changed and "latents" in changed:
                         x.copy_(changed["latents"])
                 report(progress, "sample", done_before[0] + done, total * len(chunks), preview=x)
@@ -171,7 +175,3 @@ class FacediffPipeline(DiffusionPipeline):
 def _calls_per_sample(sampler: str, steps: int) -> int:
     """Network calls (= progress units) of one chunk: Heun's first interval is one Euler step."""
     return 2 * steps - 2 if sampler == "heun" and steps > 1 else steps
-
-
-def unet_class(unet: torch.nn.Module) -> str:
-    return "conditional" if isinstance(unet, UNet2DConditionModel) else "unconditional"

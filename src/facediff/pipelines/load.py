@@ -41,6 +41,13 @@ def resolve_model_dir(path: str | Path | None) -> Path:
             raise FacediffError(f"--model {p}: an autoencoder, not a diffusion model; pass a ddpm or ldm run "
                                 "(autoencoders are used with `facediff train ldm --autoencoder` and `facediff eval`)")
     if (p / "config.json").is_file():
+        try:
+            kind = json.loads((p / "config.json").read_text()).get("kind")
+        except ValueError:
+            kind = None
+        if kind == "estimator":
+            raise FacediffError(f"--model {p}: an attribute-estimator run, not a diffusion model; it is used by "
+                                "`facediff eval` through the oracle, not sampled")
         raise FacediffError(f"--model {p}: this run has no export yet (training not finished); "
                             "finish it with `facediff train ... --resume`")
     raise FacediffError(f"--model {p}: not a facediff run or export folder (no model_index.json)")

@@ -11,7 +11,7 @@ Reproducibility: image i draws its initial noise and then every per-step noise f
 ``torch.Generator(generator_device).manual_seed(seeds[i])`` (diffusers' ``randn_tensor`` takes a list of
 generators, one per batch row), so image i is the same whatever the batch it is sampled in.
 The whole update runs in float32; only the ``denoise`` call sees ``dtype``.
-``callback(done, total, x)`` after every step reports progress and may return True to stop early (the
+``callback(done, total, t, x)`` after every step reports progress and may return True to stop early (the
 pipeline's interrupt flag); samplers know nothing about networks, conditions or faces.
 """
 from __future__ import annotations
@@ -36,7 +36,7 @@ from facediff.errors import FacediffError
 from facediff.registry import INIT_NOISE, SAMPLERS, check_choice
 
 Denoise = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # denoise(x_t, t) -> prediction
-StepCallback = Callable[[int, int, torch.Tensor], "bool | None"]  # (done, total, x) -> True to stop
+StepCallback = Callable[[int, int, torch.Tensor, torch.Tensor], "bool | None"]  # (done, total, t, x) -> True: stop
 
 _SCHEDULERS: dict[str, tuple[type, dict[str, Any]]] = {
     "ddpm": (DDPMScheduler, {"variance_type": "fixed_small"}),  # sigma_t^2 = beta~_t (Ho et al. eq. 7)
@@ -115,7 +115,7 @@ def sample(
     ``eta`` is DDIM's eta (other samplers ignore it). Seed 003 ablations: ``init_noise`` "zero" starts from
     x_T = 0, "constant" from x_T filled per image and channel with one N(0, 1) draw of that image's seed;
     ``step_noise=False`` makes DDPM / DDIM(eta > 0) steps return the posterior mean without added noise.
-    ``callback(done, total, x)`` is called after each network call's update (done = 1..total; Heun makes
+    ``callback(done, total, t, x)`` is called after each network call's update (done = 1..total; Heun makes
     2 * steps - 2 network calls: its first interval is an Euler step, see ``_heun_euler_first_step``); when
     it returns True the current x is returned at once.
     """
@@ -171,10 +171,11 @@ def sample(
 
     done, total = 0, len(scheduler.timesteps)
     if sampler == "heun" and steps > 1:
+        t_first = scheduler.timesteps[0]
         x, scheduler = _heun_euler_first_step(scheduler, model, x)
         done = 1
         total = 1 + len(scheduler.timesteps)
-        if callback is not None and callback(done, total, x):
+        if callback is not None and callback(done, total, t_first, x):
             return x
 
     takes_generator = "generator" in inspect.signature(scheduler.step).parameters
@@ -193,6 +194,6 @@ def sample(
             x = scheduler.step(out, t, x, **kwargs).prev_sample
         x = x.to(torch.float32)
         done += 1
-        if callback is not None and callback(done, total, x):
+        if callback is not None and callback(done, total, t, x):
             break
     return x

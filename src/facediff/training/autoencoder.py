@@ -115,7 +115,7 @@ def build_perceptual(cfg: AutoencoderConfig) -> tuple[nn.Module | None, str]:
             raise FacediffError(f"[autoencoder] lpips_weights = {cfg.lpips_weights!r}: file not found")
         return _LPIPSLoss(cfg.lpips_weights), f"lpips ({cfg.lpips_weights})"
     try:
-        from facediff.metrics.features import load_oracle  # lazy: metrics sits above training
+        from facediff.metrics.features import load_oracle  # lazy: loading the oracle costs a second
 
         return OraclePerceptual(load_oracle("cpu")), "oracle-features (bundled SynthFaces estimator)"
     except Exception as e:  # no bundled oracle in this install

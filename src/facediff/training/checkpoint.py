@@ -1,6 +1,6 @@
 """Resumable training state as safetensors + JSON, written atomically.
 
-Layout: ``RUN_DIR/state/step-000500/`` holds ``model.safetensors``, ``ema.safetensors``,
+Layout: ``RUN_DIR/state/step-0000500/`` holds ``model.safetensors``, ``ema.safetensors``,
 ``optimizer.safetensors`` (every tensor of the optimizer state), ``trainer.json`` (step, optimizer
 param groups, LR-scheduler state, counters). ``state/latest.json`` names the newest complete checkpoint
 and is replaced atomically (``os.replace``) only after that checkpoint's files are on disk, so a kill
@@ -51,7 +51,7 @@ def _weights(module: nn.Module) -> dict[str, torch.Tensor]:
 def save_checkpoint(run_dir: Path, step: int, model: nn.Module, ema: nn.Module | None,
                     optimizer: torch.optim.Optimizer, lr_scheduler: Any, extra: dict[str, Any], keep: int = 2,
                     extra_modules: dict[str, tuple[nn.Module, torch.optim.Optimizer | None]] | None = None) -> Path:
-    """Write ``state/step-XXXXXX`` then point ``state/latest.json`` at it; prune to the newest ``keep``.
+    """Write ``state/step-NNNNNNN`` then point ``state/latest.json`` at it; prune to the newest ``keep``.
 
     ``extra_modules`` {name: (module, optimizer or None)} (e.g. a GAN discriminator and its optimizer) are
     written into the same checkpoint as ``NAME.safetensors`` / ``NAME.optimizer.safetensors`` before the

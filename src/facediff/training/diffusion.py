@@ -38,6 +38,29 @@ from facediff.training.data import TrainingData, micro_slice
 from facediff.training.loop import Task
 
 
+class PixelTargets:
+    """x_0 of pixel diffusion: the images themselves (uint8 in memory, converted per batch)."""
+
+    def __init__(self, data: TrainingData):
+        self.data = data
+        self.shape = (3, data.size, data.size)
+
+    def x0(self, idx: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
+        x = self.data.pixels(idx)
+        return torch.where(flip[:, None, None, None], x.flip(-1), x)
+
+
+class LatentTargets:
+    """x_0 of latent diffusion: s * E(image), encoded once (as is and mirrored) by the frozen autoencoder."""
+
+    def __init__(self, z: torch.Tensor, z_flip: torch.Tensor, scale: float):
+        self.z, self.z_flip = z * scale, z_flip * scale
+        self.shape = tuple(z.shape[1:])
+
+    def x0(self, idx: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
+        return torch.where(flip[:, None, None, None], self.z_flip[idx], self.z[idx])
+
+
 class DiffusionTask(Task):
     uses_ema = True
 
@@ -71,7 +94,7 @@ class DiffusionTask(Task):
             self.cfg = cfg = replace(cfg, latent=replace(cfg.latent, scale_factor=scale))
             vae.register_to_config(scaling_factor=scale)
             self.space: PixelSpace | LatentSpace = LatentSpace(vae)
-            self.x0_table = (z * scale, z_flip * scale)
+            self.targets: PixelTargets | LatentTargets = LatentTargets(z, z_flip, scale)
             lat = int(z.shape[-1])
             self.sketch_maps = None
             if sketch:
@@ -79,7 +102,7 @@ class DiffusionTask(Task):
                                     sketch_to_map(self.data.sketches[:, :, ::-1].copy(), lat))
             channels, net_size = int(z.shape[1]), lat
         else:
-            self.space, self.x0_table, self.sketch_maps = PixelSpace(), None, None
+            self.space, self.targets, self.sketch_maps = PixelSpace(), PixelTargets(self.data), None
             channels, net_size = m.in_channels, cfg.data.size
         torch.manual_seed(cfg.train.seed)  # identical initial weights on every process
         self.model = build_unet(m, net_size, in_channels=channels + (1 if sketch else 0), out_channels=channels)
@@ -126,8 +149,7 @@ class DiffusionTask(Task):
         if self.sketch_maps is not None:
             draws["drop_sketch"] = drop_all | (torch.rand(n, generator=gen) < self.cfg.latent.sketch_drop_prob)
         draws["t"] = self.process.sample_timesteps(n, gen)
-        shape = self.x0_table[0].shape[1:] if self.x0_table is not None else (3, self.data.size, self.data.size)
-        draws["eps"] = torch.randn((n, *shape), generator=gen)
+        draws["eps"] = torch.randn((n, *self.targets.shape), generator=gen)
         self._step_cache = (step, draws)
         return draws
 
@@ -137,11 +159,7 @@ class DiffusionTask(Task):
         d = self._step_draws(step, world)
         sl = micro_slice(micro, rank, world, self.cfg.train.batch_size)
         idx, flip = d["idx"][sl], d["flip"][sl]
-        if self.x0_table is None:
-            x = self.data.pixels(idx)
-            x0 = torch.where(flip[:, None, None, None], x.flip(-1), x)
-        else:
-            x0 = torch.where(flip[:, None, None, None], self.x0_table[1][idx], self.x0_table[0][idx])
+        x0 = self.targets.x0(idx, flip)
         cond: dict[str, torch.Tensor] = {}
         if self.attributes:
             levels = self.data.levels[idx].clone()

@@ -228,5 +228,11 @@ def train_loop(task: Task, cfg: RunConfig, out: str | Path, *, resume: bool = Fa
         summary.update(task.finish(step, current_ema()))
         (out / "logs" / "summary.json").write_text(json.dumps({**summary, "config": to_dict(cfg)}, indent=1,
                                                               default=str))
-    acc.end_training()
+    # Drop the DDP wrappers while every rank is still here: a gloo process group torn down after its peer
+    # has exited can block forever in its destructor.
+    acc.wait_for_everyone()
+    task.model = acc.unwrap_model(task.model)
+    acc.free_memory()  # accelerate's own references to the wrapped model and optimizer
+    acc.wait_for_everyone()
+    acc.end_training()  # closes the trackers (and, in accelerate >= 1.x, the process group)
     return summary
