@@ -24,15 +24,6 @@ def from_uint8(images: np.ndarray) -> torch.Tensor:
     return t / 127.5 - 1.0
 
 
-def resize_square(images: np.ndarray, size: int) -> np.ndarray:
-    """uint8 images (N, H, W, 3) or (N, H, W) -> (N, size, size[, 3]), Lanczos (antialiased); as is when already
-    that size. Non-square inputs are resized without cropping: callers that accept them say so to the user."""
-    images = np.asarray(images)
-    if images.shape[1:3] == (size, size):
-        return images
-    return np.stack([np.asarray(Image.fromarray(np.asarray(im)).resize((size, size), Image.LANCZOS)) for im in images])
-
-
 def make_grid(images: np.ndarray, ncol: int, *, pad: int = 2, scale: int = 1,
               row_labels: list[str] | None = None, col_labels: list[str] | None = None,
               background: int = 255) -> Image.Image:

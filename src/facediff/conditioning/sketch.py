@@ -11,8 +11,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from facediff.data.imageio import resize_batch
 from facediff.errors import FacediffError
-from facediff.imaging import resize_square
+
 
 
 def sketch_to_map(sketches: np.ndarray | torch.Tensor, latent_size: int) -> torch.Tensor:
@@ -35,4 +36,4 @@ def load_sketch(sketch: str | Path | np.ndarray, image_size: int, latent_size: i
             arr = np.asarray(Image.open(sketch).convert("L"))
         except (FileNotFoundError, UnidentifiedImageError, OSError) as e:
             raise FacediffError(f"--sketch {sketch}: cannot read it as an image ({type(e).__name__})") from None
-    return sketch_to_map(resize_square(arr[None], image_size), latent_size)
+    return sketch_to_map(resize_batch(arr[None], image_size), latent_size)

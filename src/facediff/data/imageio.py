@@ -229,6 +229,15 @@ def square_resize(image: np.ndarray, size: int, crop: str | CropSpec = "center")
     return _resize_box(img, size, box)
 
 
+def resize_batch(images: np.ndarray, size: int) -> np.ndarray:
+    """uint8 (N, H, W, 3) or (N, H, W) images -> (N, size, size[, 3]), each through ``square_resize`` (centre
+    square crop + Lanczos; the one resize of the toolkit), returned as is when already that size."""
+    images = np.asarray(images)
+    if images.shape[1:3] == (size, size):
+        return images
+    return np.stack([square_resize(im, size) for im in images])
+
+
 def load_square(path: str | Path, size: int, crop: str | CropSpec = "center", *, min_side: int = MIN_SIDE,
                 max_pixels: int | None = None) -> tuple[np.ndarray | None, str | None, str | None]:
     """Load, square-crop and resize one file: ``(array (size,size,3), None, crop_used)`` or ``(None, reason, None)``.

@@ -7,9 +7,10 @@ from typing import Any
 
 import numpy as np
 
+from facediff.data.imageio import resize_batch
 from facediff.data.prepared import PreparedDataset
 from facediff.errors import FacediffError
-from facediff.imaging import make_grid, resize_square, to_uint8
+from facediff.imaging import make_grid, to_uint8
 from facediff.metrics.reconstruction import reconstruct_images, reconstruction_metrics
 from facediff.models.autoencoder import is_vq, vae_downsample
 from facediff.training.autoencoder import load_autoencoder
@@ -23,7 +24,7 @@ def evaluate_autoencoder(model: str | Path, data: str | Path, *, n: int = 256, s
         raise FacediffError(f"--n {n}: must be at least 1")
     ae = load_autoencoder(model, device=device)
     ds = PreparedDataset(data, split=split or None)
-    images = resize_square(ds.images(np.arange(min(n, len(ds)))), int(ae.config.sample_size))
+    images = resize_batch(ds.images(np.arange(min(n, len(ds)))), int(ae.config.sample_size))
     res = reconstruction_metrics(ae, images, batch=batch, lpips_weights=lpips_weights)
     return {**res, "model": str(model), "data": str(data), "split": split or "all",
             "ae_kind": "vq" if is_vq(ae) else "kl", "downsample": vae_downsample(ae)}
@@ -37,7 +38,7 @@ def evaluate_autoencoder_report(model: str | Path, data: str | Path, *, n: int, 
     res = evaluate_autoencoder(model, data, n=n, split=split or "", lpips_weights=lpips_weights)
     if out is not None:
         ae = load_autoencoder(model)
-        imgs = resize_square(PreparedDataset(data, split=split).images(np.arange(16)), int(ae.config.sample_size))
+        imgs = resize_batch(PreparedDataset(data, split=split).images(np.arange(16)), int(ae.config.sample_size))
         x, x_hat, _ = reconstruct_images(ae, imgs)
         grid = make_grid(np.concatenate([to_uint8(x), to_uint8(x_hat)]), 16, scale=max(1, 64 // imgs.shape[1]))
         write_report(out, res, grids={"originals (top) and reconstructions (bottom)": grid},

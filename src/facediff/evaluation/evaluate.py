@@ -17,9 +17,9 @@ import torch
 
 from facediff.conditioning.sketch import sketch_to_map
 from facediff.config import ATTRIBUTES
+from facediff.data.imageio import resize_batch
 from facediff.data.prepared import PreparedDataset
 from facediff.errors import FacediffError
-from facediff.imaging import resize_square
 from facediff.progress import Progress
 from facediff.registry import METRICS
 
@@ -136,7 +136,7 @@ def evaluate(model: str | Path | None, data: str | Path, *, metrics: str | Seque
     if pipe.takes_sketch:
         if not ds.has_sketches:
             raise FacediffError(f"{data} has no sketches.npy, but the model is sketch-conditional")
-        sketches = sketch_to_map(resize_square(ds.sketches(rows), pipe.sample_size), pipe.latent_shape[1])
+        sketches = sketch_to_map(resize_batch(ds.sketches(rows), pipe.sample_size), pipe.latent_shape[1])
     pipe.network_evaluations = 0
     t0 = time.perf_counter()
     gen = pipe(seeds=[seed * 100003 + i for i in range(n)], attrs=conditions, sketch=sketches, guidance=guidance,
@@ -144,7 +144,7 @@ def evaluate(model: str | Path | None, data: str | Path, *, metrics: str | Seque
                progress=progress).images
     seconds = time.perf_counter() - t0
     size = gen.shape[1]
-    real_all = resize_square(ds.images(), size)
+    real_all = resize_batch(ds.images(), size)
     extractor = OracleFeatures()
     # real reference: n real images disjoint from the floor's second half
     perm = rng.permutation(len(ds))

@@ -34,9 +34,9 @@ from accelerate import Accelerator
 from torch import nn
 
 from facediff.config import AutoencoderConfig, RunConfig, load_config_json, to_dict
+from facediff.data.imageio import resize_batch
 from facediff.data.prepared import PreparedDataset
 from facediff.errors import FacediffError
-from facediff.imaging import resize_square
 from facediff.models.autoencoder import (
     Autoencoder, CodeUsage, NLayerDiscriminator, adaptive_gan_weight, build_autoencoder, check_config, codebook,
     codebook_stats, decode, disc_layers, encode, hinge_d_loss, hinge_g_loss, is_vq, last_layer, load_vae, quantize,
@@ -128,7 +128,7 @@ def heldout_images(data_path: Path, cfg: RunConfig) -> tuple[np.ndarray, bool]:
     heldout = "val" in splits and cfg.data.split != "val"
     ds = PreparedDataset(data_path, split="val" if heldout else (cfg.data.split or None))
     images = ds.images(np.arange(min(cfg.autoencoder.eval_n, len(ds))))
-    return (images if ds.size == cfg.data.size else resize_square(images, cfg.data.size)), heldout
+    return (images if ds.size == cfg.data.size else resize_batch(images, cfg.data.size)), heldout
 
 
 def evaluate(ae: Autoencoder, images: np.ndarray, grid_path: Path | None, lpips_weights: str = "") -> dict[str, Any]:

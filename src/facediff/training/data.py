@@ -13,9 +13,10 @@ import numpy as np
 import torch
 
 from facediff.config import DataConfig
+from facediff.data.imageio import resize_batch
 from facediff.data.prepared import PreparedDataset
 from facediff.errors import FacediffError
-from facediff.imaging import resize_square
+
 
 
 def resolve_dataset(cfg: DataConfig, cache_dir: Path) -> Path:
@@ -72,7 +73,7 @@ class TrainingData:
         ds = PreparedDataset(path, split=data_cfg.split or None)
         if len(ds) == 0:
             raise FacediffError(f"{path}: the data set is empty (split {data_cfg.split!r})")
-        self.images = torch.from_numpy(resize_square(ds.images(), data_cfg.size))  # (N, S, S, 3) uint8
+        self.images = torch.from_numpy(resize_batch(ds.images(), data_cfg.size))  # (N, S, S, 3) uint8
         self.levels = torch.from_numpy(ds.attribute_levels(attributes)) if attributes else None  # (N, A), -1 = ?
         if need_labels and (self.levels is None or bool((self.levels < 0).all())):
             raise FacediffError(f"{path} has no attribute labels; train with --set model.conditioning=none")
@@ -81,7 +82,7 @@ class TrainingData:
             if not ds.has_sketches:
                 raise FacediffError(f"{path} has no sketches.npy: prepare it with --sketch xdog|canny, "
                                     "or set [latent] sketch = false")
-            self.sketches = resize_square(ds.sketches(), data_cfg.size)  # (N, S, S) uint8
+            self.sketches = resize_batch(ds.sketches(), data_cfg.size)  # (N, S, S) uint8
         self.n, self.hflip, self.size = len(ds), data_cfg.hflip, data_cfg.size
         self.order = EpochOrder(self.n, seed)
 

@@ -23,9 +23,9 @@ from accelerate import Accelerator
 from torch import nn
 
 from facediff.config import RunConfig
+from facediff.data.imageio import resize_batch
 from facediff.data.prepared import PreparedDataset
 from facediff.errors import FacediffError
-from facediff.imaging import resize_square
 from facediff.models.estimator import AttributeEstimator, EstimatorConfig, save_estimator
 from facediff.progress import Progress
 from facediff.training.common import step_generator
@@ -39,7 +39,7 @@ class _Labelled:
 
     def __init__(self, images: np.ndarray, labels: list[dict[str, Any]], size: int, attributes: tuple[str, ...],
                  styles: tuple[str, ...], hair: tuple[str, ...]):
-        images = resize_square(images, size)
+        images = resize_batch(images, size)
         x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
         self.x = x.contiguous()
         targets: dict[str, list[int]] = {a: [] for a in attributes}
