@@ -1,15 +1,23 @@
-"""Resumable training state as safetensors + JSON, written atomically.
+"""Resumable training state as safetensors + JSON, written so that no fault loses more than one interval.
 
 Layout: ``RUN_DIR/state/step-0000500/`` holds ``model.safetensors``, ``ema.safetensors``,
 ``optimizer.safetensors`` (every tensor of the optimizer state), ``trainer.json`` (step, optimizer
-param groups, LR-scheduler state, counters). ``state/latest.json`` names the newest complete checkpoint
-and is replaced atomically (``os.replace``) only after that checkpoint's files are on disk, so a kill
-at any moment leaves the previous checkpoint loadable. No pickle anywhere.
+param groups, LR-scheduler state, counters) and, written LAST, ``manifest.json`` (size and SHA-256 of every
+other file). A checkpoint is *complete* when its manifest verifies. Writing goes to a temporary sibling
+folder that is renamed into place; re-saving an existing step first moves the old copy aside, so the only
+good copy is never deleted before its replacement is complete. ``latest_checkpoint`` does not trust
+``state/latest.json`` alone: it returns the newest complete checkpoint among all folders in ``state/``
+(including a complete temporary or set-aside copy left by a kill between two renames). A failed write (disk
+full) removes its temporary folder and raises a one-line error; the previous checkpoints are untouched.
+No pickle anywhere.
 """
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -48,21 +56,32 @@ def _weights(module: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
 
 
-def save_checkpoint(run_dir: Path, step: int, model: nn.Module, ema: nn.Module | None,
-                    optimizer: torch.optim.Optimizer, lr_scheduler: Any, extra: dict[str, Any], keep: int = 2,
-                    extra_modules: dict[str, tuple[nn.Module, torch.optim.Optimizer | None]] | None = None) -> Path:
-    """Write ``state/step-NNNNNNN`` then point ``state/latest.json`` at it; prune to the newest ``keep``.
+MANIFEST = "manifest.json"
+_STEP_DIR = re.compile(r"^\.?step-(\d+)(\.(tmp|old)-\d+)?$")
 
-    ``extra_modules`` {name: (module, optimizer or None)} (e.g. a GAN discriminator and its optimizer) are
-    written into the same checkpoint as ``NAME.safetensors`` / ``NAME.optimizer.safetensors`` before the
-    atomic rename, so they are saved or not together with the model.
-    """
-    state_dir = Path(run_dir) / "state"
-    state_dir.mkdir(parents=True, exist_ok=True)
-    name = f"step-{step:07d}"
-    tmp = state_dir / f".{name}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_files(tmp: Path, model: nn.Module, ema: nn.Module | None, optimizer: torch.optim.Optimizer,
+                 lr_scheduler: Any, step: int, extra: dict[str, Any],
+                 extra_modules: dict[str, tuple[nn.Module, torch.optim.Optimizer | None]] | None) -> None:
     save_file(_weights(model), str(tmp / "model.safetensors"))
     if ema is not None:
         save_file(_weights(ema), str(tmp / "ema.safetensors"))
@@ -76,30 +95,104 @@ def save_checkpoint(run_dir: Path, step: int, model: nn.Module, ema: nn.Module |
             save_file(t, str(tmp / f"{mname}.optimizer.safetensors"))
             trainer.setdefault("extra_optimizers", {})[mname] = meta
     (tmp / "trainer.json").write_text(json.dumps(trainer, indent=1))
+    files = {f.name: {"size": f.stat().st_size, "sha256": _sha256(f)} for f in sorted(tmp.iterdir())}
+    for f in tmp.iterdir():
+        with open(f, "rb") as fh:
+            os.fsync(fh.fileno())
+    (tmp / MANIFEST).write_text(json.dumps({"step": step, "files": files}, indent=1))
+    _fsync_dir(tmp)
+
+
+def _disk_message(e: BaseException) -> str:
+    text = str(e)
+    full = getattr(e, "errno", None) == errno.ENOSPC or "No space left" in text or "os error 28" in text
+    return "the disk is full" if full else (text.splitlines()[0][:200] if text else type(e).__name__)
+
+
+def save_checkpoint(run_dir: Path, step: int, model: nn.Module, ema: nn.Module | None,
+                    optimizer: torch.optim.Optimizer, lr_scheduler: Any, extra: dict[str, Any], keep: int = 2,
+                    extra_modules: dict[str, tuple[nn.Module, torch.optim.Optimizer | None]] | None = None) -> Path:
+    """Write ``state/step-NNNNNNN`` (manifest last), point ``state/latest.json`` at it, prune to ``keep``.
+
+    ``extra_modules`` {name: (module, optimizer or None)} (e.g. a GAN discriminator and its optimizer) are
+    written into the same checkpoint as ``NAME.safetensors`` / ``NAME.optimizer.safetensors``, so they are
+    saved or not together with the model.
+    """
+    state_dir = Path(run_dir) / "state"
+    state_dir.mkdir(parents=True, exist_ok=True)
+    name = f"step-{step:07d}"
     final = state_dir / name
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)
-    latest_tmp = state_dir / "latest.json.tmp"
-    latest_tmp.write_text(json.dumps({"checkpoint": name, "step": step}))
-    os.replace(latest_tmp, state_dir / "latest.json")
-    done = sorted(p for p in state_dir.glob("step-*") if p.is_dir())
-    for old in done[:-keep] if keep > 0 else []:
+    tmp = state_dir / f".{name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        tmp.mkdir()
+        _write_files(tmp, model, ema, optimizer, lr_scheduler, step, extra, extra_modules)
+    except Exception as e:  # disk full, I/O error: keep what was there, say so in one line
+        shutil.rmtree(tmp, ignore_errors=True)
+        prev = latest_checkpoint(run_dir)
+        kept = f"the last complete checkpoint {prev.name} is intact" if prev else "no earlier checkpoint exists"
+        raise FacediffError(f"could not write checkpoint {final} ({_disk_message(e)}); {kept}; free space and "
+                            "continue with --resume") from None
+    old = None
+    if final.exists():  # re-saving a step: set the old copy aside, never delete it first
+        old = state_dir / f".{name}.old-{os.getpid()}"
         shutil.rmtree(old, ignore_errors=True)
+        os.replace(final, old)
+    os.replace(tmp, final)
+    _fsync_dir(state_dir)
+    try:
+        latest_tmp = state_dir / "latest.json.tmp"
+        latest_tmp.write_text(json.dumps({"checkpoint": name, "step": step}))
+        os.replace(latest_tmp, state_dir / "latest.json")
+    except OSError:  # only a hint: latest_checkpoint scans the folders
+        pass
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    done = sorted((p for p in state_dir.glob("step-*") if p.is_dir() and _complete(p)), key=_step_of)
+    for stale in done[:-keep] if keep > 0 else []:
+        shutil.rmtree(stale, ignore_errors=True)
+    for left in state_dir.glob(".step-*"):  # temporary / set-aside copies a kill left behind, now superseded
+        if left.is_dir() and _step_of(left) <= step:
+            shutil.rmtree(left, ignore_errors=True)
     return final
 
 
-def latest_checkpoint(run_dir: Path) -> Path | None:
-    latest = Path(run_dir) / "state" / "latest.json"
-    if not latest.is_file():
-        return None
+def _step_of(path: Path) -> int:
+    m = _STEP_DIR.match(path.name)
+    return int(m.group(1)) if m else -1
+
+
+def _complete(path: Path, verify_hashes: bool = False) -> bool:
+    """Does ``path`` hold a whole checkpoint? Its manifest's sizes (and, if asked, hashes) must match; a
+    checkpoint from before manifests counts when trainer.json and model.safetensors are there."""
+    manifest = path / MANIFEST
+    if not manifest.is_file():
+        return (path / "trainer.json").is_file() and (path / "model.safetensors").is_file() and \
+            (path / "optimizer.safetensors").is_file()
     try:
-        name = json.loads(latest.read_text())["checkpoint"]
-    except (ValueError, KeyError):
-        raise FacediffError(f"{latest} is damaged; delete it to restart from scratch") from None
-    path = latest.parent / name
-    if not (path / "trainer.json").is_file():
-        raise FacediffError(f"{latest} points at {path}, which is incomplete; delete latest.json to start over")
-    return path
+        files = json.loads(manifest.read_text())["files"]
+        for fname, info in files.items():
+            f = path / fname
+            if not f.is_file() or f.stat().st_size != info["size"]:
+                return False
+            if verify_hashes and _sha256(f) != info["sha256"]:
+                return False
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return True
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    """The newest complete, verified checkpoint of ``run_dir`` (None if it has none)."""
+    state_dir = Path(run_dir) / "state"
+    if not state_dir.is_dir():
+        return None
+    candidates = sorted((p for p in state_dir.iterdir() if p.is_dir() and _STEP_DIR.match(p.name)),
+                        key=lambda p: (_step_of(p), not p.name.startswith(".")), reverse=True)
+    for path in candidates:
+        if _complete(path, verify_hashes=True):
+            return path
+    return None
 
 
 def load_checkpoint(path: Path, model: nn.Module, ema: nn.Module | None, optimizer: torch.optim.Optimizer | None,
@@ -107,7 +200,11 @@ def load_checkpoint(path: Path, model: nn.Module, ema: nn.Module | None, optimiz
                     extra_modules: dict[str, tuple[nn.Module, torch.optim.Optimizer | None]] | None = None
                     ) -> dict[str, Any]:
     """Restore weights, EMA, optimizer, LR scheduler (and ``extra_modules``) in place; returns trainer.json."""
-    trainer = json.loads((path / "trainer.json").read_text())
+    try:
+        trainer = json.loads((path / "trainer.json").read_text())
+    except (OSError, ValueError):
+        raise FacediffError(f"{path / 'trainer.json'} is missing or damaged; delete {path} to resume from an "
+                            "earlier checkpoint") from None
     model.load_state_dict(load_file(str(path / "model.safetensors")))
     if ema is not None and (path / "ema.safetensors").is_file():
         ema.load_state_dict(load_file(str(path / "ema.safetensors")))

@@ -6,7 +6,9 @@ these, and so may benchmarks.
 from __future__ import annotations
 
 import contextlib
+import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -17,6 +19,36 @@ from torch import nn
 
 from facediff.config import TrainConfig
 from facediff.errors import FacediffError
+
+
+class RunLock:
+    """One writer per run directory: an exclusive OS lock (``fcntl.flock``) on RUN_DIR/.lock, held while
+    training; the kernel releases it when the process dies, so a killed run never leaves a stale lock."""
+
+    def __init__(self, out: Path):
+        self.path, self.fd = Path(out) / ".lock", None
+
+    def __enter__(self) -> "RunLock":
+        import fcntl
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise FacediffError(f"{self.path.parent} is being trained by another process (pid {holder}); wait "
+                                "for it to finish or choose another --out") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self.fd = fd
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # closing the descriptor releases the flock
+            self.fd = None
 
 
 def check_run_start(out: Path, resume: bool) -> None:

@@ -26,7 +26,8 @@ from facediff.errors import FacediffError
 from facediff.progress import Progress, report
 from facediff.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from facediff.training.common import (
-    agree_all, agree_any, autocast, check_precision, check_run_start, make_accelerator, make_ema, make_lr_scheduler)
+    RunLock, agree_all, agree_any, autocast, check_precision, check_run_start, make_accelerator, make_ema,
+    make_lr_scheduler)
 from facediff.training.data import resolve_dataset
 
 
@@ -98,8 +99,16 @@ def train_loop(task: Task, cfg: RunConfig, out: str | Path, *, resume: bool = Fa
                progress: Progress | None = None) -> dict[str, Any]:
     """Train ``task`` as configured by ``cfg.train`` into run directory ``out``; returns the summary."""
     out, tc = Path(out), cfg.train
-    check_run_start(out, resume)
     acc = make_accelerator(out / "logs")
+    lock = RunLock(out) if acc.is_main_process else contextlib.nullcontext()
+    with lock:  # one writer per run directory (the main process holds it for every rank)
+        check_run_start(out, resume)
+        return _train(task, cfg, out, acc, resume, progress)
+
+
+def _train(task: Task, cfg: RunConfig, out: Path, acc: Accelerator, resume: bool,
+           progress: Progress | None) -> dict[str, Any]:
+    tc = cfg.train
     check_precision(tc.mixed_precision, acc.device)
     main, world, rank = acc.is_main_process, acc.num_processes, acc.process_index
     if main:
@@ -137,7 +146,10 @@ def train_loop(task: Task, cfg: RunConfig, out: str | Path, *, resume: bool = Fa
     if main:
         _trim_log(log_path, start_step if ckpt is not None else None)
         acc.init_trackers("tensorboard")
-    report(progress, task.name, start_step, tc.max_steps)
+    if resume and ckpt is None:
+        report(progress, task.name, 0, tc.max_steps, note="no complete checkpoint to resume: starting at step 0")
+    else:
+        report(progress, task.name, start_step, tc.max_steps)
 
     def current_ema() -> nn.Module | None:
         if ema is None:
