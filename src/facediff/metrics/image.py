@@ -42,19 +42,37 @@ def ssim(a: Any, b: Any) -> float:
                                                      kernel_size=11, reduction="elementwise_mean"))
 
 
-def lpips(a: Any, b: Any, weights: str | Path | None = None, net: str = "alex") -> float:
-    """Mean LPIPS distance (Zhang et al. 2018); needs the user's local weights and the ``lpips`` package."""
+def load_lpips(weights: str | Path | None, net: str = "alex", what: str = "--lpips-weights") -> torch.nn.Module:
+    """LPIPS (Zhang et al. 2018) with every weight from the user's ``.safetensors`` file (backbone + linear
+    layers, the ``lpips`` package's state-dict keys): nothing is unpickled and nothing is downloaded."""
     if weights is None:
         raise FacediffError("LPIPS needs pretrained weights that facediff cannot download: pass "
-                            "--lpips-weights PATH (an lpips linear-layer .pth) or drop lpips from --metrics")
-    if not Path(weights).is_file():
-        raise FacediffError(f"--lpips-weights {weights}: file not found")
+                            f"{what} PATH (a .safetensors state dict of lpips.LPIPS) or drop lpips from --metrics")
+    path = Path(weights)
+    if not path.is_file():
+        raise FacediffError(f"{what} {weights}: file not found")
+    if path.suffix != ".safetensors":
+        raise FacediffError(f"{what} {weights}: facediff loads weights from .safetensors only (it never unpickles "
+                            "a .pth); convert it once with safetensors.torch.save_file(torch.load(PTH), OUT)")
     try:
         import lpips as lpips_pkg  # imports torchvision; only in the user's environment
-        model = lpips_pkg.LPIPS(net=net, model_path=str(weights), verbose=False).eval()
+        model = lpips_pkg.LPIPS(net=net, pretrained=False, pnet_rand=True, verbose=False)
     except Exception:
-        raise FacediffError("LPIPS needs the lpips package and a working torchvision with the backbone weights: "
-                            "pip install lpips where torchvision works, or drop lpips from --metrics") from None
+        raise FacediffError("LPIPS needs the lpips package and a working torchvision: pip install lpips where "
+                            "torchvision works, or drop lpips") from None
+    from safetensors.torch import load_file
+
+    try:
+        model.load_state_dict(load_file(str(path)))
+    except Exception as e:
+        raise FacediffError(f"{what} {weights}: not an lpips.LPIPS({net!r}) state dict "
+                            f"({str(e).splitlines()[0][:120]})") from None
+    return model.eval().requires_grad_(False)
+
+
+def lpips(a: Any, b: Any, weights: str | Path | None = None, net: str = "alex") -> float:
+    """Mean LPIPS distance (Zhang et al. 2018) with the user's local weights (``load_lpips``)."""
+    model = load_lpips(weights, net)
     x, y = to_input(a), to_input(b)
     with torch.no_grad():
         return float(model(x, y).mean())

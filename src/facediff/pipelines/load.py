@@ -108,6 +108,9 @@ def load_legacy(folder: Path) -> FacediffPipeline:
     if meta.get("kind") not in ("ddpm", "ldm") or not (folder / "unet" / "config.json").is_file():
         raise FacediffError(f"{folder}: {LEGACY_META} describes no ddpm/ldm export (kind = {meta.get('kind')!r})")
     conditional = meta.get("conditioning", "none") != "none"
+    if not (folder / "unet" / "diffusion_pytorch_model.safetensors").is_file():
+        raise FacediffError(f"{folder / 'unet'} has no diffusion_pytorch_model.safetensors (facediff loads "
+                            "safetensors only); re-export the model")
     cls = UNet2DConditionModel if conditional else UNet2DModel
     unet = cls.from_pretrained(folder / "unet", use_safetensors=True)
     scheduler = DDPMScheduler.from_pretrained(folder / "scheduler")

@@ -95,12 +95,9 @@ class _LPIPSLoss(nn.Module):
 
     def __init__(self, weights: str):
         super().__init__()
-        try:
-            import lpips as lpips_pkg  # needs a working torchvision: the user's environment only
-            self.net = lpips_pkg.LPIPS(net="alex", model_path=weights, verbose=False).eval().requires_grad_(False)
-        except Exception:
-            raise FacediffError(f"[autoencoder] lpips_weights = {weights!r}: LPIPS needs the lpips package and a "
-                                "working torchvision; install them or set lpips_weights = \"\"") from None
+        from facediff.metrics.image import load_lpips
+
+        self.net = load_lpips(weights, "alex", what="[autoencoder] lpips_weights =")
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return self.net(x, y).flatten()
@@ -111,8 +108,6 @@ def build_perceptual(cfg: AutoencoderConfig) -> tuple[nn.Module | None, str]:
     if cfg.perceptual_weight <= 0:
         return None, "none (perceptual_weight = 0)"
     if cfg.lpips_weights:
-        if not Path(cfg.lpips_weights).is_file():
-            raise FacediffError(f"[autoencoder] lpips_weights = {cfg.lpips_weights!r}: file not found")
         return _LPIPSLoss(cfg.lpips_weights), f"lpips ({cfg.lpips_weights})"
     try:
         from facediff.metrics.features import load_oracle  # lazy: loading the oracle costs a second
