@@ -2,9 +2,15 @@
 
 Latent-diffusion "concat" conditioning (Rombach et al. 2022, sec. 3.3): the map is concatenated to z_t as
 one extra input channel (``Condition.concat``); a zero map (blank paper) is the null sketch.
+
+``load_sketch`` takes a square sketch. A non-square one is still used, centre-cropped to its largest
+square (as the training sketches were cut), with a one-line ``warnings.warn`` when its aspect differs
+from square by more than 2 %. A file that is missing, truncated, not an image, or larger than
+MAX_SKETCH_PIXELS (a decompression bomb) is a one-line FacediffError.
 """
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +20,8 @@ import torch.nn.functional as F
 from facediff.data.imageio import resize_batch
 from facediff.errors import FacediffError
 
+MAX_SKETCH_PIXELS = 64 * 1024 * 1024  # 64 Mpx (8192 x 8192): anything larger is refused before decoding
+SQUARE_TOLERANCE = 0.02  # aspect differences up to 2 % are cropped without a warning
 
 
 def sketch_to_map(sketches: np.ndarray | torch.Tensor, latent_size: int) -> torch.Tensor:
@@ -24,16 +32,56 @@ def sketch_to_map(sketches: np.ndarray | torch.Tensor, latent_size: int) -> torc
     return (ink * 2.0).clamp(0, 1)  # thin lines cover a small share of a latent cell: boost, then clip
 
 
-def load_sketch(sketch: str | Path | np.ndarray, image_size: int, latent_size: int) -> torch.Tensor:
-    """A sketch PNG path or array (dark lines on light paper) -> (1, 1, latent_size, latent_size) ink density,
-    exactly as the training sketches are reduced."""
+def _shown(sketch: object) -> str:
+    text = str(sketch)
+    return text if text.isprintable() else repr(text)
+
+
+def _read(sketch: str | Path) -> np.ndarray:
+    """A sketch file as uint8 (H, W) grayscale; every unusable file is a one-line FacediffError."""
     from PIL import Image, UnidentifiedImageError
 
+    name = _shown(sketch)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(sketch) as img:
+                w, h = img.size
+                if w * h > MAX_SKETCH_PIXELS:
+                    raise FacediffError(f"--sketch {name} is {w}x{h} = {w * h} pixels, above the "
+                                        f"{MAX_SKETCH_PIXELS} limit (a decompression bomb?); give a smaller sketch")
+                img.seek(0)
+                return np.asarray(img.convert("L"))
+    except FacediffError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise FacediffError(f"--sketch {name}: too many pixels (a decompression bomb); give a smaller sketch") from None
+    except FileNotFoundError:
+        raise FacediffError(f"--sketch {name}: no such file") from None
+    except UnidentifiedImageError:
+        raise FacediffError(f"--sketch {name}: not an image (unrecognised format); give a PNG or JPEG") from None
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, KeyError, MemoryError) as e:
+        what = " ".join(str(e).split())[:120] or type(e).__name__
+        raise FacediffError(f"--sketch {name}: cannot read it as an image ({what}); "
+                            "give a complete PNG or JPEG") from None
+
+
+def load_sketch(sketch: str | Path | np.ndarray, image_size: int, latent_size: int) -> torch.Tensor:
+    """A sketch PNG path or array (dark lines on light paper) -> (1, 1, latent_size, latent_size) ink density,
+    exactly as the training sketches are reduced. A non-square sketch is centre-cropped, with a warning."""
+    from PIL import Image
+
     if isinstance(sketch, np.ndarray):
-        arr = sketch if sketch.ndim == 2 else np.asarray(Image.fromarray(sketch).convert("L"))
+        if sketch.ndim not in (2, 3) or min(sketch.shape[:2]) < 1:
+            raise FacediffError(f"sketch array of shape {sketch.shape}: expected (H, W) or (H, W, 3) uint8")
+        arr = sketch if sketch.ndim == 2 else np.asarray(Image.fromarray(np.asarray(sketch, np.uint8)).convert("L"))
+        name = "array"
     else:
-        try:
-            arr = np.asarray(Image.open(sketch).convert("L"))
-        except (FileNotFoundError, UnidentifiedImageError, OSError) as e:
-            raise FacediffError(f"--sketch {sketch}: cannot read it as an image ({type(e).__name__})") from None
+        arr = _read(sketch)
+        name = _shown(sketch)
+    h, w = arr.shape[:2]
+    if 1.0 - min(w, h) / max(w, h) > SQUARE_TOLERANCE + 1e-9:
+        side = min(w, h)
+        warnings.warn(f"--sketch {name} is {w}x{h}, not square; using its centre {side}x{side} square",
+                      stacklevel=2)
     return sketch_to_map(resize_batch(arr[None], image_size), latent_size)

@@ -167,6 +167,8 @@ def _open_rgb(path: str | Path, min_side: int, max_pixels: int | None) -> tuple[
         return None, "file not found"
     except OSError as e:
         return None, f"cannot read file ({e.strerror or e})"
+    except ValueError:  # e.g. a NUL byte in the name
+        return None, "invalid file name"
     limit = Image.MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
     try:
         # the pixel bound is checked from the header, before decoding (no global warning filters:

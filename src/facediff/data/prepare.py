@@ -3,8 +3,15 @@
 Records stream from the source in chunks: each chunk is decoded (imageio: any mode -> RGB, broken files
 skipped with a reason), square-cropped, resized to size x size and, with ``sketch``, turned into a line
 drawing; then it is appended to the ``PreparedWriter`` memmaps. Memory stays at one chunk whatever the
-source size. The manifest lists the source, root, size, crop, sketch method, counts and every skipped
-file with its reason.
+source size. The manifest lists the source, root, size, crop, sketch method, counts, every skipped
+file with its reason ("skipped": unreadable, missing, refused paths such as ``../`` or symlinks leaving
+the root, images without a label row in celeba / celeba-dialog), the images kept without a metadata
+row ("unlabelled", folder source; counts["unlabelled"] counts both kinds) and every input converted on
+the way ("notes", e.g. invalid UTF-8 in a caption replaced with U+FFFD).
+
+Nothing in ``out`` changes until the new set is complete (PreparedWriter writes into a temporary
+sibling folder and swaps it in), so a failed ``--overwrite`` run -- a full disk, a bad annotation row,
+Ctrl-C -- leaves the previous data set as it was. Every user-facing failure is a one-line FacediffError.
 """
 from __future__ import annotations
 
@@ -16,14 +23,11 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from facediff.data.imageio import MIN_SIDE, load_crops, parse_crop
-from facediff.data.prepared import PreparedWriter
+from facediff.data.prepared import PreparedWriter, one_line
 from facediff.data.sketch import METHODS as SKETCH_METHODS
 from facediff.data.sketch import WORK_SIDE, extract_sketch
 from facediff.data.sources import Record, open_source
 from facediff.errors import FacediffError
-
-_ARTIFACTS = ("images.npy", "sketches.npy", "masks.npy", "labels.jsonl", "manifest.json")
-
 
 def _chunks(records: Iterator[Record], n: int) -> Iterator[list[Record]]:
     buf: list[Record] = []
@@ -45,6 +49,20 @@ def prepare(source: str, root: str | Path, size: int, out: str | Path, *, crop: 
             sketch: str | None = None, chunk: int = 512, limit: int | None = None, overwrite: bool = False,
             progress: Callable[[int, int], None] | None = None, images_dir: str | Path | None = None,
             workers: int = 0, min_side: int = MIN_SIDE) -> Path:
+    try:
+        return _prepare(source, root, size, out, crop=crop, sketch=sketch, chunk=chunk, limit=limit,
+                        overwrite=overwrite, progress=progress, images_dir=images_dir, workers=workers,
+                        min_side=min_side)
+    except FacediffError as e:
+        msg = str(e)
+        if msg.isprintable():
+            raise
+        raise FacediffError(one_line(msg)) from None
+
+
+def _prepare(source: str, root: str | Path, size: int, out: str | Path, *, crop: str, sketch: str | None,
+             chunk: int, limit: int | None, overwrite: bool, progress: Callable[[int, int], None] | None,
+             images_dir: str | Path | None, workers: int, min_side: int) -> Path:
     """Prepare ``source`` found at ``root`` as a prepared data set in ``out``; returns ``out``.
 
     crop: ``center`` | ``celeba`` | ``x0,y0,x1,y1`` (see imageio).
@@ -76,10 +94,14 @@ def prepare(source: str, root: str | Path, size: int, out: str | Path, *, crop: 
     n_workers = workers if workers > 0 else min(4, os.cpu_count() or 1)
 
     def load(rec: Record) -> tuple[list[np.ndarray] | None, str | None, str | None]:
+        if rec.skip:  # refused by the source (path outside the root, no label row, ...): never opened
+            return None, rec.skip, None
         return load_crops(rec.path, sizes, spec, min_side=min_side, native_cap=True)
 
     writer: PreparedWriter | None = None
     skipped: list[tuple[str, str]] = []
+    unlabelled: list[str] = []
+    notes: list[tuple[str, str]] = []
     written = processed = fallbacks = 0
     pool = ThreadPoolExecutor(n_workers) if n_workers > 1 else None
     try:
@@ -92,19 +114,19 @@ def prepare(source: str, root: str | Path, size: int, out: str | Path, *, crop: 
                 if written + len(imgs) >= cap:
                     break
                 processed += 1
+                if rec.unlabelled:
+                    unlabelled.append(rec.file)
                 if arrays is None:
                     skipped.append((rec.file, reason or "unreadable"))
                     continue
+                notes.extend((rec.file, n) for n in rec.notes)
                 fallbacks += spec.kind == "celeba" and used != "celeba"
                 imgs.append(arrays[0])
                 if sketch:
                     sks.append(extract_sketch(arrays[1], sketch, size=size))
                 labels.append(_label(rec))
             if imgs:
-                if writer is None:
-                    if overwrite:
-                        for name in _ARTIFACTS:
-                            (out_dir / name).unlink(missing_ok=True)
+                if writer is None:  # writes into a temporary sibling; out is replaced only by close()
                     writer = PreparedWriter(out_dir, cap, size, sketches=sketch is not None, overwrite=overwrite)
                 writer.add(np.stack(imgs), labels, np.stack(sks) if sketch else None)
                 written += len(imgs)
@@ -112,15 +134,23 @@ def prepare(source: str, root: str | Path, size: int, out: str | Path, *, crop: 
                 progress(min(processed if limit is None else written, cap), cap)
             if written >= cap:
                 break
+    except BaseException:
+        if writer is not None:
+            writer.abort()  # out stays as it was; the temporary folder goes
+        raise
     finally:
         if pool is not None:
             pool.shutdown()
     if writer is None:
         reasons = "; ".join(f"{f}: {r}" for f, r in skipped[:3])
-        raise FacediffError(f"{src.root}: none of the {len(skipped)} {source} images could be used ({reasons}); "
-                            "check the files and the layout")
+        raise FacediffError(one_line(f"{src.root}: none of the {len(skipped)} {source} images could be used "
+                                     f"({reasons}); check the files and the layout"))
     for f, r in skipped:
         writer.skip(f, r)
+    for f in unlabelled:
+        writer.unlabelled_file(f)
+    for f, n in notes:
+        writer.note(f, n)
     manifest = {"source": source, "root": str(src.root), **src.info, "crop": str(spec), "sketch": sketch,
                 "records": total, "limit": limit, "crop_fallbacks": int(fallbacks)}
     return writer.close(manifest)

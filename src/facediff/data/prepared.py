@@ -5,15 +5,32 @@ A directory with
   labels.jsonl   one JSON object per image: file, split, attributes {name: level}, caption (+ extras)
   sketches.npy   optional uint8 N x S x S line drawings (255 = paper, 0 = ink)
   masks.npy      optional uint8 N x S x S part labels (SynthFaces)
-  manifest.json  source, size, crop, counts, and every skipped file with its reason
+  manifest.json  source, size, crop, counts, every skipped file with its reason ("skipped"), every image
+                 kept without a label row ("unlabelled") and every input that was converted or partly
+                 ignored on the way ("notes", e.g. a caption whose invalid UTF-8 bytes were replaced)
 
-Writing is streamed: ``PreparedWriter`` fills pre-allocated .npy memmaps chunk by chunk, so a 200k-image
-source never sits in memory. The manifest is written last; a directory without it is incomplete.
+Writing is streamed: ``PreparedWriter`` fills .npy memmaps chunk by chunk, so a 200k-image source never
+sits in memory. The writer never touches ``out`` until the new set is complete:
+  * everything is written into a temporary sibling folder ``OUT.tmp-<pid>`` (same parent, same disk);
+  * the .npy files get their disk space for real before any pixel is written (``os.posix_fallocate``,
+    or zeros written in chunks where the file system cannot), so a full disk is an ``OSError`` at
+    allocation, never a SIGBUS from a sparse memmap;
+  * only after manifest.json is written is the folder swapped in: an old ``out`` is renamed to a backup,
+    the new folder renamed to ``out``, files of the old folder that are not part of a prepared set
+    (e.g. a contact sheet) moved over, and the backup deleted.
+Any failure (a full disk, a bad input, Ctrl-C) removes the temporary folder and leaves ``out`` exactly as
+it was; a full disk is the one-line FacediffError "disk full while writing OUT/FILE; free N MB or choose
+another --out". Temporary folders of killed runs (their pid gone) are removed by the next writer.
 """
 from __future__ import annotations
 
+import errno
 import json
+import math
 import os
+import re
+import shutil
+import weakref
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -22,78 +39,319 @@ import numpy as np
 from facediff.config import ATTRIBUTES, NUM_LEVELS
 from facediff.errors import FacediffError
 
+ARTIFACTS = ("images.npy", "sketches.npy", "masks.npy", "labels.jsonl", "manifest.json")
+_ZERO_CHUNK = 1 << 22  # bytes written at a time where posix_fallocate is unsupported
+_NO_FALLOCATE = {errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS, getattr(errno, "ENOTSUP", errno.EOPNOTSUPP)}
+_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
+
+
+def one_line(message: str) -> str:
+    """A message with any line breaks / control characters escaped, so it prints as one line."""
+    if message.isprintable():
+        return message
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
+
+
+def reserve(path: str | Path, start: int, end: int) -> None:
+    """Give bytes start..end of an existing file real disk blocks (an OSError ENOSPC when they do not fit)."""
+    if end <= start:
+        return
+    fd = os.open(path, os.O_RDWR)
+    try:
+        fallocate = getattr(os, "posix_fallocate", None)
+        if fallocate is not None:
+            try:
+                fallocate(fd, start, end - start)
+                return
+            except OSError as e:
+                if e.errno not in _NO_FALLOCATE:
+                    raise
+        zeros = bytes(min(_ZERO_CHUNK, end - start))
+        pos = start
+        while pos < end:
+            n = os.pwrite(fd, zeros[: min(len(zeros), end - pos)], pos)
+            if n <= 0:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+            pos += n
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _allocated_memmap(path: Path, shape: tuple[int, ...]) -> np.memmap:
+    """A uint8 .npy memmap of ``shape`` whose data blocks are allocated on disk (not sparse)."""
+    arr = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=shape)
+    offset = arr.offset
+    del arr
+    reserve(path, offset, offset + int(np.prod(shape)))
+    return np.lib.format.open_memmap(path, mode="r+")
+
+
+def _shrink_npy(path: Path, n: int) -> None:
+    """Cut a C-ordered .npy file to its first ``n`` rows in place (rewrite the header, truncate the data)."""
+    with open(path, "r+b") as fh:
+        version = np.lib.format.read_magic(fh)
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran, dtype = read(fh)
+        data_start = fh.tell()
+        prefix = 8 + (2 if version == (1, 0) else 4)  # magic + version + header length field
+        header = repr({"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": bool(fortran),
+                       "shape": (n, *shape[1:])})
+        room = data_start - prefix - 1
+        if fortran or len(header) > room:
+            raise OSError(errno.EINVAL, "cannot shrink this .npy header in place", str(path))
+        fh.seek(prefix)
+        fh.write((header + " " * (room - len(header)) + "\n").encode("latin1"))
+        fh.truncate(data_start + n * int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+def _remove_stale_temps(out: Path) -> None:
+    """Temporary folders of earlier writers into ``out`` whose process is gone (killed runs).
+
+    A kill between the two renames of the swap leaves no ``out`` but a complete new set (``.tmp-``, with its
+    manifest) and the old one (``.old-``): the complete new set, else the old one, is put back as ``out``
+    first, so the only good copy is never deleted."""
+    pattern = re.compile(re.escape(out.name) + r"\.(tmp|old)-(\d+)")
+    try:
+        siblings = list(out.parent.iterdir())
+    except OSError:
+        return
+    if not out.exists():
+        dead = [(m.group(1), q) for q in siblings if (m := pattern.fullmatch(q.name)) and q.is_dir()
+                and not _pid_alive(int(m.group(2)))]
+        for kind in ("tmp", "old"):
+            found = next((q for k, q in dead if k == kind and (q / "manifest.json").is_file()), None)
+            if found is not None:
+                os.replace(found, out)
+                siblings = list(out.parent.iterdir())
+                break
+    for p in siblings:
+        m = pattern.fullmatch(p.name)
+        if m and int(m.group(2)) != os.getpid() and not _pid_alive(int(m.group(2))) and p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def _mb_short(path: Path, need: int) -> int:
+    """MB (at least 1) still missing on the disk of ``path`` for ``need`` bytes."""
+    try:
+        free = shutil.disk_usage(path).free
+    except OSError:
+        free = 0
+    return max(1, math.ceil((need - free) / 1e6))
+
 
 class PreparedWriter:
-    """Stream images (+ labels, sketches, masks) into a prepared data set directory."""
+    """Stream images (+ labels, sketches, masks) into a prepared data set directory (see the module doc)."""
 
     def __init__(self, out: str | Path, capacity: int, size: int, *, sketches: bool = False,
                  masks: bool = False, overwrite: bool = False):
         self.out = Path(out)
+        if not self.out.exists():
+            _remove_stale_temps(Path(os.path.abspath(self.out)))  # a swap killed half-way: restore it first
         if (self.out / "manifest.json").exists() and not overwrite:
-            raise FacediffError(f"{self.out} already holds a prepared data set; pass --overwrite or pick another --out")
+            raise FacediffError(one_line(f"{self.out} already holds a prepared data set; "
+                                         "pass --overwrite or pick another --out"))
+        if self.out.exists() and not self.out.is_dir():
+            raise FacediffError(one_line(f"--out {self.out} is a file, not a folder; pick another --out"))
         if capacity < 1:
-            raise FacediffError(f"{self.out}: nothing to write (0 images)")
-        self.out.mkdir(parents=True, exist_ok=True)
-        for old in ("manifest.json", "images.npy", "sketches.npy", "masks.npy", "labels.jsonl"):
-            (self.out / old).unlink(missing_ok=True)  # stale outputs of an overwritten set
+            raise FacediffError(one_line(f"{self.out}: nothing to write (0 images)"))
         self.size, self.capacity, self.count = size, capacity, 0
-        self._images = np.lib.format.open_memmap(self.out / "images.npy.part", mode="w+", dtype=np.uint8,
-                                                 shape=(max(capacity, 1), size, size, 3))
-        self._sketches = (np.lib.format.open_memmap(self.out / "sketches.npy.part", mode="w+", dtype=np.uint8,
-                                                    shape=(max(capacity, 1), size, size)) if sketches else None)
-        self._masks = (np.lib.format.open_memmap(self.out / "masks.npy.part", mode="w+", dtype=np.uint8,
-                                                 shape=(max(capacity, 1), size, size)) if masks else None)
-        self._labels = open(self.out / "labels.jsonl", "w")
         self.skipped: list[dict[str, str]] = []
+        self.unlabelled: list[str] = []
+        self.notes: list[dict[str, str]] = []
+        self._images = self._sketches = self._masks = None
+        self._labels = None
+        self._closed = False
+        self._target = Path(os.path.realpath(self.out)) if self.out.is_symlink() else Path(os.path.abspath(self.out))
+        shapes = {"images.npy": (capacity, size, size, 3)}
+        if sketches:
+            shapes["sketches.npy"] = (capacity, size, size)
+        if masks:
+            shapes["masks.npy"] = (capacity, size, size)
+        self._need = sum(int(np.prod(s)) for s in shapes.values()) + 4096 * len(shapes) + 512 * capacity
+        self.tmp = self._target.parent / f"{self._target.name}.tmp-{os.getpid()}"
+        self._cleanup = weakref.finalize(self, shutil.rmtree, str(self.tmp), True)
+        with self._guard("images.npy"):
+            self._target.parent.mkdir(parents=True, exist_ok=True)
+            _remove_stale_temps(self._target)
+            if self.tmp.exists():
+                shutil.rmtree(self.tmp)
+            self.tmp.mkdir()
+            self._images = _allocated_memmap(self.tmp / "images.npy.part", shapes["images.npy"])
+        with self._guard("sketches.npy"):
+            if sketches:
+                self._sketches = _allocated_memmap(self.tmp / "sketches.npy.part", shapes["sketches.npy"])
+        with self._guard("masks.npy"):
+            if masks:
+                self._masks = _allocated_memmap(self.tmp / "masks.npy.part", shapes["masks.npy"])
+        with self._guard("labels.jsonl"):
+            self._labels = open(self.tmp / "labels.jsonl", "w", encoding="utf-8")
 
+    # ------------------------------------------------------------------------------------------ failure
+    def _guard(self, name: str) -> "_Guard":
+        return _Guard(self, name)
+
+    def abort(self) -> None:
+        """Drop the unfinished set: close the files and delete the temporary folder; ``out`` is untouched."""
+        self._closed = True
+        try:
+            if self._labels is not None:
+                self._labels.close()
+        except OSError:
+            pass
+        self._labels = None
+        self._images = self._sketches = self._masks = None
+        self._cleanup()
+
+    def _fail(self, name: str, e: OSError) -> FacediffError:
+        self.abort()
+        where = f"{self.out}/{name}"
+        if e.errno in _FULL:
+            return FacediffError(one_line(f"disk full while writing {where}; free "
+                                          f"{_mb_short(self._target.parent, self._need)} MB or choose another --out"))
+        return FacediffError(one_line(f"cannot write {where}: {e.strerror or e}; choose another --out"))
+
+    # ------------------------------------------------------------------------------------------ writing
     def add(self, images: np.ndarray, labels: list[dict[str, Any]], sketches: np.ndarray | None = None,
             masks: np.ndarray | None = None) -> None:
         n = len(images)
+        if self._closed:
+            raise FacediffError(f"internal: writer for {self.out} is closed")
         if self.count + n > self.capacity:
             raise FacediffError(f"internal: writer capacity {self.capacity} exceeded")
         sl = slice(self.count, self.count + n)
-        self._images[sl] = images
-        if self._sketches is not None and sketches is not None:
-            self._sketches[sl] = sketches
-        if self._masks is not None and masks is not None:
-            self._masks[sl] = masks
-        for lab in labels:
-            self._labels.write(json.dumps(lab) + "\n")
+        with self._guard("images.npy"):
+            self._images[sl] = images
+        with self._guard("sketches.npy"):
+            if self._sketches is not None and sketches is not None:
+                self._sketches[sl] = sketches
+        with self._guard("masks.npy"):
+            if self._masks is not None and masks is not None:
+                self._masks[sl] = masks
+        with self._guard("labels.jsonl"):
+            for lab in labels:
+                self._labels.write(json.dumps(lab) + "\n")
         self.count += n
 
     def skip(self, file: str, reason: str) -> None:
         self.skipped.append({"file": file, "reason": reason})
 
+    def unlabelled_file(self, file: str) -> None:
+        """An image kept in the set although its source has no label row for it."""
+        self.unlabelled.append(file)
+
+    def note(self, file: str, note: str) -> None:
+        """An input used after a conversion or with a part ignored (kept in manifest.json "notes")."""
+        self.notes.append({"file": file, "note": note})
+
     def close(self, manifest: dict[str, Any]) -> Path:
-        """Truncate to the images written, rename the parts into place, write manifest.json last."""
-        self._labels.close()
-        for name, arr in (("images", self._images), ("sketches", self._sketches), ("masks", self._masks)):
+        """Truncate to the images written, write manifest.json last, then swap the new set in as ``out``."""
+        if self._closed:
+            raise FacediffError(f"internal: writer for {self.out} is closed")
+        with self._guard("labels.jsonl"):
+            self._labels.close()
+            self._labels = None
+        for name in ("images", "sketches", "masks"):
+            arr = getattr(self, f"_{name}")
             if arr is None:
                 continue
-            arr.flush()
-            part = self.out / f"{name}.npy.part"
-            del arr
-            if self.count != self.capacity:
-                src = np.load(part, mmap_mode="r")
-                dst = np.lib.format.open_memmap(self.out / f"{name}.npy.trunc", mode="w+", dtype=np.uint8,
-                                                shape=(self.count,) + src.shape[1:])
-                for i in range(0, self.count, 4096):
-                    dst[i:i + 4096] = src[i:min(i + 4096, self.count)]
-                dst.flush()
-                del dst, src
-                os.replace(self.out / f"{name}.npy.trunc", part)
-            os.replace(part, self.out / f"{name}.npy")
-        self._images = self._sketches = self._masks = None
-        labels = [json.loads(line) for line in open(self.out / "labels.jsonl")]
-        counts: dict[str, Any] = {"images": self.count, "skipped": len(self.skipped), "splits": {}}
-        for lab in labels:
-            counts["splits"][lab.get("split", "train")] = counts["splits"].get(lab.get("split", "train"), 0) + 1
+            with self._guard(f"{name}.npy"):
+                arr.flush()
+                setattr(self, f"_{name}", None)
+                del arr
+                part = self.tmp / f"{name}.npy.part"
+                if self.count != self.capacity:
+                    _shrink_npy(part, self.count)
+                os.replace(part, self.tmp / f"{name}.npy")
+        with self._guard("labels.jsonl"):
+            splits: dict[str, int] = {}
+            with open(self.tmp / "labels.jsonl", encoding="utf-8") as fh:
+                for line in fh:
+                    s = json.loads(line).get("split", "train")
+                    splits[s] = splits.get(s, 0) + 1
+        counts: dict[str, Any] = {"images": self.count, "skipped": len(self.skipped),
+                                  "unlabelled": len(self.unlabelled), "notes": len(self.notes), "splits": splits}
         full = {"format": "facediff-prepared/1", "size": self.size, **manifest, "counts": counts,
-                "skipped": self.skipped}
-        tmp = self.out / "manifest.json.tmp"
-        tmp.write_text(json.dumps(full, indent=2))
-        os.replace(tmp, self.out / "manifest.json")
+                "skipped": self.skipped, "unlabelled": self.unlabelled, "notes": self.notes}
+        with self._guard("manifest.json"):
+            _write_bytes(self.tmp / "manifest.json", json.dumps(full, indent=2).encode("utf-8"))
+        with self._guard("manifest.json"):
+            self._install()
+        self._closed = True
+        self._cleanup.detach()
         return self.out
+
+    def _install(self) -> None:
+        """Swap the complete temporary folder in as ``out`` (old set -> backup -> deleted)."""
+        target = self._target
+        if not target.exists():
+            os.rename(self.tmp, target)
+            return
+        if not (target / "manifest.json").exists() and any(target.iterdir()):
+            # a folder that holds other things but no prepared set: add our files, leave the rest alone
+            for name in ARTIFACTS:
+                if name != "manifest.json":
+                    (target / name).unlink(missing_ok=True)
+                    if (self.tmp / name).exists():
+                        os.replace(self.tmp / name, target / name)
+            os.replace(self.tmp / "manifest.json", target / "manifest.json")
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            return
+        backup = target.parent / f"{target.name}.old-{os.getpid()}"
+        if backup.exists():
+            shutil.rmtree(backup)
+        os.rename(target, backup)
+        try:
+            os.rename(self.tmp, target)
+        except BaseException:
+            os.rename(backup, target)
+            raise
+        for p in list(backup.iterdir()):  # the user's own files beside an old set (contact sheet, notes)
+            if p.name not in ARTIFACTS and not p.name.endswith((".part", ".tmp")):
+                try:
+                    os.replace(p, target / p.name)
+                except OSError:
+                    pass
+        shutil.rmtree(backup, ignore_errors=True)
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
+    with open(path, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+class _Guard:
+    """``with writer._guard(name)``: an OSError inside aborts the writer and becomes a one-line FacediffError;
+    any other exception (Ctrl-C included) aborts it and propagates."""
+
+    def __init__(self, writer: PreparedWriter, name: str):
+        self.writer, self.name = writer, name
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind, exc, tb) -> bool:
+        if exc is None:
+            return False
+        if isinstance(exc, FacediffError):
+            self.writer.abort()
+            return False
+        if isinstance(exc, OSError):
+            raise self.writer._fail(self.name, exc) from None
+        self.writer.abort()
+        return False
 
 
 class PreparedDataset:
@@ -101,15 +359,26 @@ class PreparedDataset:
 
     def __init__(self, path: str | Path, split: str | None = None):
         self.path = Path(path)
+        if not self.path.exists():
+            _remove_stale_temps(Path(os.path.abspath(self.path)))  # a swap killed half-way: restore it first
         if not (self.path / "manifest.json").is_file():
             raise FacediffError(f"{self.path} is not a prepared data set (no manifest.json); "
                                 "make one with `facediff data synth` or `facediff data prepare`")
-        self.manifest = json.loads((self.path / "manifest.json").read_text())
-        self._images = np.load(self.path / "images.npy", mmap_mode="r")
-        self._sketches = (np.load(self.path / "sketches.npy", mmap_mode="r")
-                          if (self.path / "sketches.npy").is_file() else None)
-        self._masks = np.load(self.path / "masks.npy", mmap_mode="r") if (self.path / "masks.npy").is_file() else None
-        self.all_labels = [json.loads(line) for line in open(self.path / "labels.jsonl")]
+        name = "manifest.json"
+        try:
+            self.manifest = json.loads((self.path / name).read_text(encoding="utf-8"))
+            name = "images.npy"
+            self._images = np.load(self.path / name, mmap_mode="r")
+            name = "sketches.npy"
+            self._sketches = np.load(self.path / name, mmap_mode="r") if (self.path / name).is_file() else None
+            name = "masks.npy"
+            self._masks = np.load(self.path / name, mmap_mode="r") if (self.path / name).is_file() else None
+            name = "labels.jsonl"
+            with open(self.path / name, encoding="utf-8") as fh:
+                self.all_labels = [json.loads(line) for line in fh if line.strip()]
+        except (OSError, ValueError, EOFError) as e:  # missing, truncated or corrupt file
+            msg = getattr(e, "strerror", None) or str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise FacediffError(one_line(f"{self.path / name}: unreadable ({msg}); re-prepare the data set")) from None
         if len(self.all_labels) != len(self._images):
             raise FacediffError(f"{self.path}: labels.jsonl has {len(self.all_labels)} rows but images.npy "
                                 f"{len(self._images)}; re-prepare the data set")

@@ -6,24 +6,40 @@ FacediffError naming it and the expected layout) and returns a ``Source``: itera
 caption, extra label keys) in a deterministic order; ``len()`` counts them (a second, cheap pass over the
 annotation files, so 200k records never sit in memory). Files are not opened here: a listed file that is
 missing or broken is skipped, with its reason, by ``prepare``.
+
+Paths never leave the image folder: a listed name that is absolute, contains ``..`` past the folder or a
+NUL byte, or a symlink (file or folder) that resolves outside it, is yielded as a Record with ``skip`` set
+to the reason and is never opened; a folder symlink to one of its ancestors (a loop) or to a folder
+already listed is refused the same way, so the data set is never multiplied. Inputs that are used after
+a conversion (a caption with invalid UTF-8, whose bytes are replaced with U+FFFD; a caption sidecar
+outside the root, which is ignored) carry a line in ``Record.notes`` that ``prepare`` writes to the
+manifest's "notes". Images on disk without a label row are marked ``Record.unlabelled`` (see each
+source for whether they are kept).
+
+This module owns the source registry (``open_source``) and the celeba and celeba-dialog readers; the
+folder source is ``facediff.data.folder_source`` and the shared ``Record`` / ``Source`` types and path
+checks are ``facediff.data.source_common``, all re-exported here.
 """
 from __future__ import annotations
 
-import csv
 import json
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
-from facediff.config import ATTRIBUTES, NUM_LEVELS
+from facediff.config import ATTRIBUTES
+from facediff.data.folder_source import FOLDER_LAYOUT, META_NAMES, folder
+from facediff.data.source_common import (IMAGE_EXTENSIONS, SPLIT_ALIASES, Record, Source, _escape, _level,
+                                         _lines, _read_bytes, _rows, _text, check_name, decode_text)
 from facediff.errors import FacediffError
 from facediff.registry import SOURCES as REGISTRY_SOURCES
 
+__all__ = ["CELEBA_LAYOUT", "CELEBA_MAPPING", "CELEBA_PARTITION", "DIALOG_COLUMNS", "DIALOG_LAYOUT",
+           "FOLDER_LAYOUT", "IMAGE_EXTENSIONS", "META_NAMES", "SOURCES", "SPLIT_ALIASES", "Record", "Source",
+           "celeba", "celeba_dialog", "check_name", "decode_text", "dialog_caption", "folder", "open_source",
+           "read_celeba_attributes", "read_partition"]
+
 SOURCES: tuple[str, ...] = REGISTRY_SOURCES  # facediff.registry
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
-SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
-                 "dev": "val", "test": "test", "testing": "test"}
 CELEBA_PARTITION = {"0": "train", "1": "val", "2": "test"}  # list_eval_partition.txt codes
 
 # CelebA's 40 binary attributes (+1 / -1) -> our five 0-5 levels. A coarse, documented choice: CelebA only
@@ -51,38 +67,6 @@ DIALOG_COLUMNS: dict[str, tuple[str, ...]] = {  # ours: accepted header names (c
     "smiling": ("smiling", "smile"),
     "age": ("young", "age"),
 }
-
-
-@dataclass(frozen=True)
-class Record:
-    """One image of a source, before it is opened."""
-
-    file: str  # path relative to the source's image folder (posix), written as the label's "file"
-    path: Path  # absolute path of the image file
-    split: str = "train"  # train | val | test (or a folder source's own split name)
-    attributes: dict[str, int] = field(default_factory=dict)  # {attribute: level 0-5}; {} = unconditional
-    caption: str = ""  # text description; "" when none
-    extra: dict[str, Any] = field(default_factory=dict)  # more label keys (celeba_attributes, ...)
-
-
-@dataclass
-class Source:
-    """A checked data source: iterate for Records, len() for their number, ``info`` for the manifest."""
-
-    name: str
-    root: Path
-    image_dir: Path
-    _records: Callable[[], Iterator[Record]]
-    info: dict[str, Any] = field(default_factory=dict)  # files used, split origin, attribute mapping
-    _len: int | None = None
-
-    def __iter__(self) -> Iterator[Record]:
-        return self._records()
-
-    def __len__(self) -> int:
-        if self._len is None:
-            self._len = sum(1 for _ in self._records())
-        return self._len
 
 
 # ----------------------------------------------------------------------------------------------- helpers
@@ -119,26 +103,6 @@ def _resolve(image_dir: Path, name: str) -> Path:
             return q
     return p
 
-
-def _lines(path: Path) -> Iterator[tuple[int, list[str]]]:
-    """(line number, whitespace tokens) of the non-blank lines of a text file (double spaces, CRLF, trailing space ok)."""
-    with open(path, encoding="utf-8", errors="replace") as fh:
-        for i, line in enumerate(fh, 1):
-            tokens = line.split()
-            if tokens:
-                yield i, tokens
-
-
-def _rows(path: Path) -> Iterator[tuple[int, list[str]]]:
-    """Rows of a whitespace .txt or comma .csv annotation file, as (line number, fields)."""
-    if path.suffix.lower() == ".csv":
-        with open(path, newline="", encoding="utf-8", errors="replace") as fh:
-            for i, row in enumerate(csv.reader(fh), 1):
-                row = [c.strip() for c in row]
-                if any(row):
-                    yield i, row
-    else:
-        yield from _lines(path)
 
 
 def read_partition(path: Path | None) -> dict[str, str]:
@@ -180,16 +144,33 @@ def read_celeba_attributes(path: Path) -> tuple[list[str], Iterator[tuple[int, s
     return names, gen()
 
 
-def _level(path: Path, where: str, key: str, value: Any) -> int | None:
-    if value is None or value == "":
-        return None
+def _listed(real_dir: Path, name: str) -> tuple[Path, str | None]:
+    """(path, None) for an annotation row's file name, or (a placeholder path, why it is refused)."""
+    rel, why = check_name(name)
+    if why:
+        return real_dir, why
+    path = _resolve(real_dir, rel)  # type: ignore[arg-type]
+    return path, _escape(path, real_dir, rel)  # type: ignore[arg-type]
+
+
+def _unlisted(real_dir: Path, covered: set[str], ann: Path) -> Iterator[Record]:
+    """Images directly in the image folder that no annotation row names: skipped, counted as unlabelled."""
     try:
-        v = int(value) if not isinstance(value, float) or value.is_integer() else None
-    except (TypeError, ValueError):
-        v = None
-    if isinstance(value, bool) or v is None or not 0 <= v < NUM_LEVELS:
-        raise FacediffError(f"{path} {where}: {key} = {value!r} is not a level 0-{NUM_LEVELS - 1}")
-    return v
+        entries = sorted(e.name for e in os.scandir(real_dir))
+    except OSError:
+        return
+    for name in entries:
+        if name.startswith(".") or Path(name).suffix.lower() not in IMAGE_EXTENSIONS or name in covered:
+            continue
+        path = real_dir / name
+        if not path.is_file():
+            continue
+        why = _escape(path, real_dir, name)
+        yield Record(name, path, skip=why or f"no row in {ann.name} (unlabelled image, not used)", unlabelled=True)
+
+
+def _covered(real_dir: Path, path: Path) -> str | None:
+    return path.name if path.parent == real_dir else None
 
 
 # ----------------------------------------------------------------------------------------------- celeba
@@ -198,8 +179,15 @@ CELEBA_LAYOUT = ("ROOT/img_align_celeba/*.jpg + ROOT/list_attr_celeba.txt "
 
 
 def celeba(root: Path, images_dir: str | Path | None = None) -> Source:
-    """Aligned CelebA (Liu et al. 2015): 40 binary attributes mapped to our five levels (CELEBA_MAPPING)."""
+    """Aligned CelebA (Liu et al. 2015): 40 binary attributes mapped to our five levels (CELEBA_MAPPING).
+
+    Rows of list_attr_celeba.txt come first, in file order. Images in the image folder that have no row
+    are yielded after them as skipped, ``unlabelled`` Records: they are not used (CelebA's labels are
+    the point of this source; use the folder source for unlabelled images) but the manifest lists them
+    under "skipped" and "unlabelled" and counts them in counts["unlabelled"].
+    """
     image_dir = _image_dir(root, ("img_align_celeba", "images"), images_dir, CELEBA_LAYOUT)
+    real_dir = Path(os.path.realpath(image_dir))
     attr_file = _first(root, ("list_attr_celeba.txt", "list_attr_celeba.csv", "Anno/list_attr_celeba.txt"))
     if attr_file is None:
         raise FacediffError(f"{root}: list_attr_celeba.txt not found; expected {CELEBA_LAYOUT} "
@@ -214,11 +202,16 @@ def celeba(root: Path, images_dir: str | Path | None = None) -> Source:
         split = read_partition(part_file)
         names_, rows = read_celeba_attributes(attr_file)
         idx = {n: j for j, n in enumerate(names_)}
+        covered: set[str] = set()
         for _, fname, vals in rows:
             attrs = {ours: (hit if (vals[idx[c]] > 0) == positive else miss)
                      for ours, (c, positive, hit, miss) in CELEBA_MAPPING.items()}
-            yield Record(fname, _resolve(image_dir, fname), split.get(fname, "train"), attrs, "",
-                         {"celeba_attributes": dict(zip(names_, vals))})
+            path, why = _listed(real_dir, fname)
+            if why is None and (name := _covered(real_dir, path)):
+                covered.add(name)
+            yield Record(fname, path, split.get(fname, "train"), attrs, "",
+                         {"celeba_attributes": dict(zip(names_, vals))}, skip=why)
+        yield from _unlisted(real_dir, covered, attr_file)
 
     info = {"image_dir": str(image_dir), "attributes_file": str(attr_file),
             "partition_file": str(part_file) if part_file else None,
@@ -257,24 +250,18 @@ def _dialog_columns(path: Path) -> tuple[dict[str, int], int]:
     raise FacediffError(f"{path} is empty; expected a header line then `name b e beard s age` rows")
 
 
-def _read_captions(path: Path | None) -> dict[str, Any]:
+def _read_captions(path: Path | None) -> tuple[dict[str, Any], bool]:
+    """captions.json as a dict, and whether it held invalid UTF-8 (replaced with U+FFFD)."""
     if path is None:
-        return {}
+        return {}, False
+    text, bad = decode_text(_read_bytes(path))
     try:
-        data = json.loads(path.read_text(encoding="utf-8", errors="replace"))
+        data = json.loads(text)
     except json.JSONDecodeError as e:
         raise FacediffError(f"{path}: not valid JSON ({e.msg} at line {e.lineno}); fix or remove the file") from None
     if not isinstance(data, dict):
         raise FacediffError(f"{path}: expected an object {{\"000001.jpg\": {{\"overall_caption\": ...}}}}")
-    return data
-
-
-def _text(v: Any) -> str:
-    if isinstance(v, str):
-        return v.strip()
-    if isinstance(v, list):  # several captions: the first non-empty one
-        return next((s.strip() for s in v if isinstance(s, str) and s.strip()), "")
-    return ""
+    return data, bad
 
 
 def dialog_caption(entry: Any) -> tuple[str, dict[str, str]]:
@@ -308,8 +295,15 @@ def _split_lists(root: Path) -> tuple[dict[str, str], str | None]:
 
 
 def celeba_dialog(root: Path, images_dir: str | Path | None = None) -> Source:
-    """CelebA-Dialog (Jiang et al. 2021): five attributes with levels 0-5 and captions."""
+    """CelebA-Dialog (Jiang et al. 2021): five attributes with levels 0-5 and captions.
+
+    Rows of combined_annotation.txt come first; images in the image folder without a row follow as
+    skipped, ``unlabelled`` Records (listed under "skipped" and "unlabelled" in the manifest, counted in
+    counts["unlabelled"], not used). A caption from a captions.json with invalid UTF-8 is kept with the
+    bytes replaced by U+FFFD and a note naming the file.
+    """
     image_dir = _image_dir(root, ("image", "images", "img_align_celeba", "CelebA-HQ-img"), images_dir, DIALOG_LAYOUT)
+    real_dir = Path(os.path.realpath(image_dir))
     ann = _first(root, ("combined_annotation.txt", "classification_label/combined_annotation.txt"))
     if ann is None:
         raise FacediffError(f"{root}: combined_annotation.txt not found; expected {DIALOG_LAYOUT}")
@@ -320,7 +314,8 @@ def celeba_dialog(root: Path, images_dir: str | Path | None = None) -> Source:
     hq_map_file = _first(root, ("CelebA-HQ-to-CelebA-mapping.txt",))
 
     def records() -> Iterator[Record]:
-        captions = _read_captions(cap_file)
+        captions, bad_utf8 = _read_captions(cap_file)
+        covered: set[str] = set()
         partition = read_partition(part_file) if not lists else {}
         hq = {}
         if partition and hq_map_file is not None:  # CelebA-HQ "idx orig_idx orig_file" -> CelebA split
@@ -335,7 +330,14 @@ def celeba_dialog(root: Path, images_dir: str | Path | None = None) -> Source:
             caption, wise = dialog_caption(captions.get(name))
             split = lists.get(name) or partition.get(hq.get(name, name)) or "train"
             extra = {"attribute_captions": wise} if wise else {}
-            yield Record(name, _resolve(image_dir, name), split, attrs, caption, extra)  # type: ignore[arg-type]
+            notes: tuple[str, ...] = ()
+            if bad_utf8 and ("\ufffd" in caption or any("\ufffd" in v for v in wise.values())):
+                notes = (f"{cap_file}: invalid UTF-8 in this caption; bytes replaced with U+FFFD",)
+            path, why = _listed(real_dir, name)
+            if why is None and (base := _covered(real_dir, path)):
+                covered.add(base)
+            yield Record(name, path, split, attrs, caption, extra, skip=why, notes=notes)  # type: ignore[arg-type]
+        yield from _unlisted(real_dir, covered, ann)
 
     splits_from = lists_used or ("list_eval_partition" + (" via CelebA-HQ mapping" if hq_map_file else "")
                                  if part_file else "none (all train)")
@@ -344,91 +346,6 @@ def celeba_dialog(root: Path, images_dir: str | Path | None = None) -> Source:
             "attribute_mapping": {a: f"column {j + 2} of combined_annotation.txt, level as is"
                                   for a, j in cols.items()}}
     return Source("celeba-dialog", root, image_dir, records, info)
-
-
-# ----------------------------------------------------------------------------------------------- folder
-FOLDER_LAYOUT = ("ROOT/**/*.{jpg,png,webp,...} [+ metadata.jsonl with file_name, text, bangs..age, split] "
-                 "[or IMAGE.txt captions beside each image]")
-
-
-def _walk_images(root: Path) -> list[Path]:
-    found = []
-    for d, dirs, files in os.walk(root, followlinks=True):
-        dirs[:] = sorted(x for x in dirs if not x.startswith("."))
-        for f in files:
-            if not f.startswith(".") and Path(f).suffix.lower() in IMAGE_EXTENSIONS:
-                found.append(Path(d) / f)
-    return sorted(found, key=lambda p: p.relative_to(root).as_posix())
-
-
-def _read_metadata(root: Path) -> tuple[dict[str, dict[str, Any]], list[str]]:
-    """All metadata.jsonl / metadata.csv under root: {file relative to root: row}, files used."""
-    meta: dict[str, dict[str, Any]] = {}
-    used: list[str] = []
-    for d, dirs, files in os.walk(root, followlinks=True):
-        dirs[:] = sorted(x for x in dirs if not x.startswith("."))
-        for fname in ("metadata.jsonl", "metadata.csv"):
-            if fname not in files:
-                continue
-            path = Path(d) / fname
-            used.append(path.relative_to(root).as_posix())
-            if fname.endswith(".jsonl"):
-                rows = []
-                for i, line in enumerate(open(path, encoding="utf-8", errors="replace"), 1):
-                    if line.strip():
-                        try:
-                            rows.append((i, json.loads(line)))
-                        except json.JSONDecodeError as e:
-                            raise FacediffError(f"{path} line {i}: not valid JSON ({e.msg})") from None
-            else:
-                with open(path, newline="", encoding="utf-8", errors="replace") as fh:
-                    rows = [(i + 2, r) for i, r in enumerate(csv.DictReader(fh))]
-            for i, row in rows:
-                if not isinstance(row, dict) or not row.get("file_name"):
-                    raise FacediffError(f"{path} line {i}: every row needs a \"file_name\" (HF imagefolder layout)")
-                rel = (Path(d) / str(row["file_name"])).relative_to(root).as_posix()
-                meta[rel] = {**row, "_where": (path, i)}
-    return meta, used
-
-
-def _sidecar(image: Path) -> str:
-    for ext in (".txt", ".caption"):
-        p = image.with_suffix(ext)
-        if p.is_file():
-            return p.read_text(encoding="utf-8", errors="replace").strip()
-    return ""
-
-
-def folder(root: Path, images_dir: str | Path | None = None) -> Source:
-    """Any folder of images; labels from HF-imagefolder metadata or kohya-style sidecar captions."""
-    base = Path(images_dir) if images_dir is not None else root
-    base = base if base.is_absolute() else root / base
-    if not base.is_dir():
-        raise FacediffError(f"{base} is not a folder; expected {FOLDER_LAYOUT}")
-    meta, meta_used = _read_metadata(base)  # parse (and validate) once up front
-
-    def records() -> Iterator[Record]:
-        meta_, _ = _read_metadata(base)
-        on_disk = _walk_images(base)
-        rels = [p.relative_to(base).as_posix() for p in on_disk]
-        missing = sorted(set(meta_) - set(rels))
-        for rel in rels + missing:
-            row = meta_.get(rel, {})
-            where = row.get("_where", (base, 0))
-            nested = row.get("attributes") if isinstance(row.get("attributes"), dict) else {}
-            attrs = {}
-            for a in ATTRIBUTES:
-                v = _level(where[0], f"line {where[1]}", a, row.get(a, nested.get(a)))
-                if v is not None:
-                    attrs[a] = v
-            caption = _text(row.get("text")) or _text(row.get("caption")) or _sidecar(base / rel)
-            top = rel.split("/", 1)[0].lower() if "/" in rel else ""
-            split = str(row.get("split") or SPLIT_ALIASES.get(top, "train"))
-            yield Record(rel, base / rel, SPLIT_ALIASES.get(split.lower(), split), attrs, caption)
-
-    info = {"image_dir": str(base), "metadata_files": meta_used,
-            "labels_from": "metadata" if meta_used else "sidecar captions / none"}
-    return Source("folder", root, base, records, info)
 
 
 def open_source(name: str, root: str | Path, images_dir: str | Path | None = None) -> Source:

@@ -94,8 +94,8 @@ def run_experiment(name: str, out: str | Path, *, data: str | Path | None = None
     recipe = RECIPES[name]
     if size not in ((16, 32, 64) if tiny else (32, 64)):
         raise FacediffError(f"--size {size}: choose 32 or 64")
-    if budget_minutes is not None and budget_minutes <= 0:
-        raise FacediffError(f"--budget-minutes {budget_minutes}: must be positive")
+    if budget_minutes is not None and not 0 < budget_minutes < float("inf"):
+        raise FacediffError(f"--budget-minutes {budget_minutes}: must be a positive number of minutes")
     if data is not None and not Path(data).is_dir():
         raise FacediffError(f"--data {data}: no such directory (a prepared data set from `facediff data prepare`)")
     if model is not None and recipe.trains and name != "seed002-baselines":
