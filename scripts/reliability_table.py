@@ -78,7 +78,8 @@ def render() -> str:
              "arbitrary numbers: a one-line error or a real result, never a traceback, never exit 0 with nothing done.",
              "", "| case | command | the one line contains |", "|---|---|---|"]
     for case, command, expected in _load_cases():
-        shown = command.format(run="RUN", ae="AE", data="DATA", tmp="TMP", file="FILE")
+        shown = command.format(run="RUN", ae="AE", data="DATA", tmp="TMP", file="FILE", truncated="TRUNCATED_EXPORT",
+                               badindex="EXPORT_WITH_BAD_INDEX")
         lines.append(f"| {_cell(case)} | `facediff {_cell(shown)}` | `{_cell(expected)}` |")
     for title, rel in SUITES:
         path = REPO / rel

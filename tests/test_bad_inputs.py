@@ -62,6 +62,10 @@ CASES: list[tuple[str, str, str]] = [
     ("a file as model", "sample --model {file} --out {tmp}/x.png", "a file"),
     ("an autoencoder as model", "sample --model {ae} --out {tmp}/x.png", "an autoencoder, not a diffusion model"),
     ("a folder that is no model", "sample --model {tmp} --out {tmp}/x.png", "not a facediff run or export"),
+    ("output below a plain file", "sample --model {run} --n 1 --steps 1 --out {file}/x.png", "is a file, not a folder"),
+    ("eval output below a plain file", "eval --model {run} --data {data} --n 4 --out {file}/ev", "is a file, not a folder"),
+    ("truncated weights", "sample --model {truncated} --out {tmp}/x.png", "cannot load it"),
+    ("malformed model_index.json", "sample --model {badindex} --out {tmp}/x.png", "not valid JSON"),
     ("sketch for a model without sketch input", "sample --model {run} --sketch {file} --out {tmp}/x.png", "does not take a sketch"),
     # eval
     ("too few images for FD", "eval --model {run} --data {data} --n 2 --out {tmp}/ev", "at least 4"),
@@ -91,7 +95,17 @@ def places(tmp_path_factory, tiny_run, synth16) -> dict[str, str]:
     api.train("autoencoder", "tiny-vq", ae, overrides=[f"data.path={synth16}", "train.max_steps=2"])
     f = root / "plain.txt"
     f.write_text("not a model, not an image = [")
-    return {"run": str(tiny_run), "ae": str(ae), "data": str(synth16), "file": str(f)}
+    import shutil
+
+    truncated = root / "truncated"
+    shutil.copytree(tiny_run / "export", truncated)
+    w = truncated / "unet" / "diffusion_pytorch_model.safetensors"
+    w.write_bytes(w.read_bytes()[: w.stat().st_size // 2])
+    badindex = root / "badindex"
+    shutil.copytree(tiny_run / "export", badindex)
+    (badindex / "model_index.json").write_text('{"_class_name": "FacediffPipeline",')
+    return {"run": str(tiny_run), "ae": str(ae), "data": str(synth16), "file": str(f), "truncated": str(truncated),
+            "badindex": str(badindex)}
 
 
 @pytest.mark.parametrize("case,command,expected", CASES, ids=[c[0] for c in CASES])

@@ -67,28 +67,42 @@ def _cli(args: list[str]) -> list[str]:
 ENV1 = {**os.environ, "OMP_NUM_THREADS": "1"}  # one thread: the same float reductions in every process
 
 
-def _train_args(run: Path, data: Path) -> list[str]:
-    return ["train", "ddpm", "--config", "tiny-ddpm", "--out", str(run), *sum((["--set", o] for o in _common(data)), [])]
+def _train_args(run: Path, data: Path, kind: str = "ddpm") -> list[str]:
+    preset = "tiny-ddpm" if kind == "ddpm" else "tiny-vq"
+    return ["train", kind, "--config", preset, "--out", str(run), *sum((["--set", o] for o in _common(data)), [])]
+
+
+_REFS: dict[str, Path] = {}
+
+
+def _reference_cli(kind: str, root: Path, data: Path) -> Path:
+    """The uninterrupted run, as a CLI process like the faulted ones (same thread count, same kernels)."""
+    if kind not in _REFS:
+        run = root / f"ref-{kind}"
+        res = subprocess.run(_cli(_train_args(run, data, kind)), env=ENV1, capture_output=True, text=True, timeout=300)
+        assert res.returncode == 0, res.stderr[-2000:]
+        _REFS[kind] = run
+    return _REFS[kind]
 
 
 @pytest.fixture(scope="module")
 def reference_cli(tmp_path_factory, synth16) -> Path:
-    """The uninterrupted run, as a CLI process like the faulted ones (same thread count, same kernels)."""
-    run = tmp_path_factory.mktemp("ref_cli") / "run"
-    res = subprocess.run(_cli(_train_args(run, synth16)), env=ENV1, capture_output=True, text=True, timeout=300)
-    assert res.returncode == 0, res.stderr[-2000:]
-    return run
+    return _reference_cli("ddpm", tmp_path_factory.mktemp("ref_cli"), synth16)
 
 
 @pytest.mark.slow
-def test_kill_9_at_random_moments_then_resume_reproduces_the_run(reference_cli, synth16, tmp_path):
+@pytest.mark.parametrize("kind", ["ddpm", "autoencoder"])
+def test_kill_9_at_random_moments_then_resume_reproduces_the_run(kind, synth16, tmp_path, tmp_path_factory):
+    """Three kill -9 at random moments (training, checkpoint writes), resume each time: the finished run equals
+    an uninterrupted one bit for bit (losses and weights), for the diffusion and the autoencoder trainer."""
+    reference = _reference_cli(kind, tmp_path_factory.mktemp(f"ref_{kind}"), synth16)
     run = tmp_path / "killed"
     env = ENV1
     rng = random.Random(0)
-    first = _train_args(run, synth16)
+    first = _train_args(run, synth16, kind)
     kills = 0
     for attempt in range(8):
-        args = first if not (run / "config.json").exists() else ["train", "ddpm", "--out", str(run), "--resume"]
+        args = first if not (run / "config.json").exists() else ["train", kind, "--out", str(run), "--resume"]
         proc = subprocess.Popen(_cli(args), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         if attempt < 3:  # three kills at random moments of training, checkpoint writes included
             seen = len(_rows(run)) if (run / "logs" / "metrics.jsonl").exists() else 0
@@ -108,8 +122,8 @@ def test_kill_9_at_random_moments_then_resume_reproduces_the_run(reference_cli, 
         assert proc.returncode == 0, err.decode()[-2000:]
         break
     assert kills >= 1
-    assert (run / "export" / "model_index.json").is_file()
-    _same_run(reference_cli, run)
+    assert (run / "export" / ("model_index.json" if kind == "ddpm" else "vae")).exists()
+    _same_run(reference, run)
 
 
 def test_disk_full_during_checkpoint_keeps_the_previous_and_resume_recovers(reference, synth16, tmp_path,
@@ -235,3 +249,43 @@ def test_second_writer_on_the_same_run_is_refused(synth16, tmp_path):
         first.wait()
     # the kernel dropped the lock with the killed process: resuming works at once
     api.train("ddpm", None, run, resume=True, overrides=["train.max_steps=3"])
+
+
+def test_disk_full_during_export_keeps_the_previous_export(tmp_path, tiny_run, monkeypatch):
+    from facediff.pipelines.facediff import FacediffPipeline
+    from facediff.pipelines.load import load_pipeline, save_pipeline
+
+    export = tmp_path / "export"
+    shutil.copytree(tiny_run / "export", export)
+    before = sorted(p.relative_to(export) for p in export.rglob("*"))
+    pipe = load_pipeline(export)
+    real = FacediffPipeline.save_pretrained
+
+    def half_then_full(self, path, **kw):
+        real(self, path, **kw)  # the files are there, then the disk fills (e.g. at the last file)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(FacediffPipeline, "save_pretrained", half_then_full)
+    with pytest.raises(FacediffError) as e:
+        save_pipeline(pipe, export)
+    assert "\n" not in str(e.value) and "disk is full" in str(e.value) and "unchanged" in str(e.value)
+    assert sorted(p.relative_to(export) for p in export.rglob("*")) == before
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".export")]
+    load_pipeline(export)(1, steps=1)  # still loads and samples
+
+
+def test_disk_full_while_writing_an_output_is_one_line(tiny_run, tmp_path, monkeypatch):
+    """Any output a command writes (grid PNG, report, metrics) that hits a full disk: one line, exit 2."""
+    from typer.testing import CliRunner
+
+    import facediff.imaging as imaging
+    from facediff.cli.main import app
+
+    def full(image, path):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(imaging, "save_png", full)
+    res = CliRunner().invoke(app, ["sample", "--model", str(tiny_run), "--n", "1", "--steps", "1",
+                                   "--out", str(tmp_path / "x.png")])
+    err = res.stderr.strip().splitlines()[-1]
+    assert res.exit_code == 2 and err == f"error: cannot write {tmp_path / 'x.png'}: the disk is full", res.output

@@ -94,6 +94,26 @@ def convert(old: str | Path, new: str | Path) -> Path:
     return save_pipeline(load_pipeline(old), new)
 
 
+def check_output(path: str | Path, what: str = "--out") -> Path:
+    """Fail before the work, not after it: ``path`` must be creatable (its first existing ancestor a writable
+    folder, nothing on the way a file)."""
+    import os
+
+    from facediff.errors import FacediffError
+
+    path = Path(path)
+    if path.is_dir() and what == "--out" and path.suffix:
+        raise FacediffError(f"{what} {path}: a folder; give a file name")
+    parent = path.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise FacediffError(f"{what} {path}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK):
+        raise FacediffError(f"{what} {path}: {parent} is not writable")
+    return path
+
+
 def parse_attrs(text: str | dict[str, int] | None) -> dict[str, int] | None:
     from facediff.conditioning.attributes import parse_attrs as _parse
 
@@ -118,6 +138,8 @@ def sample(model: str | Path | None = None, *, n: int = 16, attrs: str | dict[st
     from facediff.errors import FacediffError
     from facediff.imaging import make_grid, save_png
 
+    if out is not None:
+        check_output(out)
     pipe = load(model)
     scales = attr_scales if isinstance(attr_scales, dict) or attr_scales is None else parse_scales(attr_scales)
     if sweep:
@@ -151,6 +173,8 @@ def evaluate(model: str | Path | None, data: str | Path, *, metrics: str | None 
     """Sample ``model`` under the conditions of ``data`` and write metrics.json + report.html into ``out``."""
     from facediff.evaluation.evaluate import DEFAULT_METRICS, evaluate as _evaluate
 
+    if out is not None:
+        check_output(Path(out) / "metrics.json")
     return _evaluate(model, data, metrics=metrics or DEFAULT_METRICS, n=n, sampler=sampler, steps=steps,
                      guidance=guidance, seed=seed, split=split, init_noise=init_noise, step_noise=step_noise,
                      out=out, progress=progress)

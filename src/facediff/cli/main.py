@@ -5,6 +5,7 @@ Every user mistake becomes one line on stderr (``error: ...``) and exit code 2 â
 from __future__ import annotations
 
 import enum
+import errno
 import functools
 import json
 import sys
@@ -69,6 +70,12 @@ def user_errors(fn: Callable) -> Callable:
             return fn(*args, **kwargs)
         except FacediffError as e:
             typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(2)
+        except OSError as e:  # writing an output: full disk, read-only or missing folder, no permission
+            if e.filename is None:
+                raise
+            what = "the disk is full" if e.errno in (errno.ENOSPC, errno.EDQUOT) else e.strerror
+            typer.echo(f"error: cannot write {e.filename}: {what}", err=True)
             raise typer.Exit(2)
         except KeyboardInterrupt:
             typer.echo("interrupted", err=True)
