@@ -126,6 +126,12 @@ def test_estimator_and_lpips_weights(tmp_path, marker):
     with pytest.raises(FacediffError) as e:
         load_lpips(tmp_path / "lpips.pth")
     assert "safetensors only" in _one_line(e)
+    from facediff.metrics.features import InceptionFeatures
+
+    _plant(tmp_path / "inception.pth", marker)
+    with pytest.raises(FacediffError) as e:
+        InceptionFeatures(tmp_path / "inception.pth")
+    assert "safetensors only" in _one_line(e)
 
 
 def test_checkpoint_with_pickled_state_is_not_loaded(tmp_path, marker, tiny_run):

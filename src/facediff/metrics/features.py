@@ -96,6 +96,8 @@ class InceptionFeatures:
     def __init__(self, weights: str | Path | None = None, batch_size: int = 64, device: str | torch.device = "cpu"):
         if weights is not None and not Path(weights).is_file():
             raise FacediffError(f"Inception weights {weights} not found; {INCEPTION_MESSAGE}")
+        if weights is not None:
+            weights = self._from_safetensors(Path(weights))
         try:
             from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
         except Exception:  # ImportError, or torchvision failing to import beside this torch
@@ -108,6 +110,22 @@ class InceptionFeatures:
             raise FacediffError(INCEPTION_MESSAGE) from None
         self.model = self.model.to(device).eval()
         self.batch_size, self.device = batch_size, device
+
+    @staticmethod
+    def _from_safetensors(path: Path) -> Path:
+        """torch-fidelity reads a torch.save file; facediff never unpickles a user's file, so the user gives a
+        .safetensors (converted once from torch-fidelity's .pth) and torch-fidelity reads our own re-save of
+        its tensors (a plain tensor dict that we wrote, loaded with torch.load's weights_only default)."""
+        import tempfile
+
+        from safetensors.torch import load_file
+
+        if path.suffix != ".safetensors":
+            raise FacediffError(f"Inception weights {path}: facediff loads .safetensors only (it never unpickles "
+                                "a .pth); convert it once with safetensors.torch.save_file(torch.load(PTH), OUT)")
+        out = Path(tempfile.mkdtemp(prefix="facediff-inception-")) / "weights.pth"
+        torch.save(load_file(str(path)), out)
+        return out
 
     @property
     def dim(self) -> int:

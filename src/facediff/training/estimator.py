@@ -290,7 +290,8 @@ def train_estimator(data_dir: str | Path, out_dir: str | Path, *, steps: int = 3
     try:
         cfg = RunConfig(kind="estimator", data=DataConfig(path=str(data_dir), size=size, split=""),
                         train=TrainConfig(batch_size=batch_size, max_steps=steps, lr=lr, warmup_steps=0,
-                                          grad_clip=0.0, checkpoint_every=0, log_every=max(1, min(50, eval_every)),
+                                          grad_clip=0.0, checkpoint_every=eval_every,  # a kill loses <= 1 eval
+                                          log_every=max(1, min(50, eval_every)),
                                           time_budget_minutes=(time_budget_s or 0.0) / 60, seed=seed))
     except ConfigError as e:
         raise FacediffError(f"train estimator: {e}") from None
