@@ -44,7 +44,7 @@ def _weights(run: Path) -> dict[str, torch.Tensor]:
 
 def _same_run(a: Path, b: Path) -> None:
     ra, rb = _rows(a), _rows(b)
-    assert [s for s, _ in ra] == [s for s, _ in rb] == list(range(1, STEPS + 1))
+    assert [s for s, _ in ra] == [s for s, _ in rb] and ra[-1][0] == STEPS and len(ra) >= STEPS // EVERY
     for (s, la), (_, lb) in zip(ra, rb):
         assert la == lb, s
     wa, wb = _weights(a), _weights(b)
@@ -68,6 +68,9 @@ ENV1 = {**os.environ, "OMP_NUM_THREADS": "1"}  # one thread: the same float redu
 
 
 def _train_args(run: Path, data: Path, kind: str = "ddpm") -> list[str]:
+    if kind == "estimator":
+        return ["train", "estimator", "--data", str(data), "--out", str(run), "--steps", str(STEPS), "--batch-size",
+                "8", "--size", "16", "--eval-every", str(EVERY)]
     preset = "tiny-ddpm" if kind == "ddpm" else "tiny-vq"
     return ["train", kind, "--config", preset, "--out", str(run), *sum((["--set", o] for o in _common(data)), [])]
 
@@ -91,10 +94,10 @@ def reference_cli(tmp_path_factory, synth16) -> Path:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["ddpm", "autoencoder"])
+@pytest.mark.parametrize("kind", ["ddpm", "autoencoder", "estimator"])
 def test_kill_9_at_random_moments_then_resume_reproduces_the_run(kind, synth16, tmp_path, tmp_path_factory):
     """Three kill -9 at random moments (training, checkpoint writes), resume each time: the finished run equals
-    an uninterrupted one bit for bit (losses and weights), for the diffusion and the autoencoder trainer."""
+    an uninterrupted one bit for bit (losses and weights), for the diffusion, autoencoder and estimator trainers."""
     reference = _reference_cli(kind, tmp_path_factory.mktemp(f"ref_{kind}"), synth16)
     run = tmp_path / "killed"
     env = ENV1
@@ -102,7 +105,8 @@ def test_kill_9_at_random_moments_then_resume_reproduces_the_run(kind, synth16, 
     first = _train_args(run, synth16, kind)
     kills = 0
     for attempt in range(8):
-        args = first if not (run / "config.json").exists() else ["train", kind, "--out", str(run), "--resume"]
+        resume = first + ["--resume"] if kind == "estimator" else ["train", kind, "--out", str(run), "--resume"]
+        args = first if not (run / "config.json").exists() else resume
         proc = subprocess.Popen(_cli(args), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         if attempt < 3:  # three kills at random moments of training, checkpoint writes included
             seen = len(_rows(run)) if (run / "logs" / "metrics.jsonl").exists() else 0
@@ -122,8 +126,14 @@ def test_kill_9_at_random_moments_then_resume_reproduces_the_run(kind, synth16, 
         assert proc.returncode == 0, err.decode()[-2000:]
         break
     assert kills >= 1
-    assert (run / "export" / ("model_index.json" if kind == "ddpm" else "vae")).exists()
+    done = {"ddpm": run / "export" / "model_index.json", "autoencoder": run / "export" / "vae",
+            "estimator": run / "estimator" / "model.safetensors"}[kind]
+    assert done.exists()
     _same_run(reference, run)
+    if kind == "estimator":  # the best-validation weights it ships are the same too
+        a = load_file(str(reference / "estimator" / "model.safetensors"))
+        b = load_file(str(run / "estimator" / "model.safetensors"))
+        assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_disk_full_during_checkpoint_keeps_the_previous_and_resume_recovers(reference, synth16, tmp_path,
@@ -288,4 +298,23 @@ def test_disk_full_while_writing_an_output_is_one_line(tiny_run, tmp_path, monke
     res = CliRunner().invoke(app, ["sample", "--model", str(tiny_run), "--n", "1", "--steps", "1",
                                    "--out", str(tmp_path / "x.png")])
     err = res.stderr.strip().splitlines()[-1]
-    assert res.exit_code == 2 and err == f"error: cannot write {tmp_path / 'x.png'}: the disk is full", res.output
+    assert res.exit_code == 2 and err.startswith(f"error: cannot write {tmp_path / 'x.png'}: the disk is full"), res.output
+
+
+@pytest.mark.slow
+def test_real_full_disk_during_eval(tiny_run, synth16, tmp_path):
+    """`facediff eval` writing its report onto a full 300 kB tmpfs: one line, exit 2, no traceback."""
+    mnt = tmp_path / "tiny"
+    mnt.mkdir()
+    ok = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=300k", "tmpfs", str(mnt)], capture_output=True)
+    if ok.returncode != 0:
+        pytest.skip("mounting a tmpfs is not permitted here (needs root)")
+    try:
+        res = subprocess.run(_cli(["eval", "--model", str(tiny_run), "--data", str(synth16), "--n", "64", "--steps",
+                                   "1", "--out", str(mnt / "ev")]), capture_output=True, text=True, timeout=300,
+                             env=ENV1)
+    finally:
+        subprocess.run(["umount", str(mnt)], capture_output=True)
+    last = res.stderr.strip().splitlines()[-1]
+    assert res.returncode == 2 and last.startswith("error: ") and "disk is full" in last, res.stderr[-2000:]
+    assert "Traceback" not in res.stderr

@@ -20,6 +20,7 @@ ROOT = "facediff"
 # lowest first; names in one group are peers (may not import each other)
 LAYERS: list[tuple[str, ...]] = [
     ("errors", "imaging", "progress"),
+    ("fsutil",),  # folder swaps (one-line errors from facediff.errors)
     ("registry",),
     ("config",),
     ("data",),

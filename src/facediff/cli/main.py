@@ -72,10 +72,12 @@ def user_errors(fn: Callable) -> Callable:
             typer.echo(f"error: {e}", err=True)
             raise typer.Exit(2)
         except OSError as e:  # writing an output: full disk, read-only or missing folder, no permission
-            if e.filename is None:
+            full = e.errno in (errno.ENOSPC, errno.EDQUOT)
+            if e.filename is None and not full:
                 raise
-            what = "the disk is full" if e.errno in (errno.ENOSPC, errno.EDQUOT) else e.strerror
-            typer.echo(f"error: cannot write {e.filename}: {what}", err=True)
+            what = "the disk is full" if full else e.strerror
+            where = f"cannot write {e.filename}" if e.filename else "cannot write the outputs"
+            typer.echo(f"error: {where}: {what}; free space (or choose another --out) and run again", err=True)
             raise typer.Exit(2)
         except KeyboardInterrupt:
             typer.echo("interrupted", err=True)
@@ -208,13 +210,15 @@ def train_estimator(data: Path = typer.Option(..., help="prepared data set with 
                     size: int = typer.Option(32, help="input side in pixels"),
                     seed: int = typer.Option(0, help="seed"),
                     budget_minutes: Optional[float] = typer.Option(None, help="stop after this many minutes"),
+                    eval_every: int = typer.Option(250, help="steps between validations (and checkpoints)"),
                     resume: bool = typer.Option(False, help="continue the run in --out")):
     """Train the multi-head attribute estimator (seed 002; the oracle on SynthFaces)."""
     from facediff import api
 
     with Reporter() as rep:
         res = api.train_estimator(data, out, steps=steps, batch_size=batch_size, lr=lr, size=size, seed=seed,
-                                  budget_minutes=budget_minutes, resume=resume, progress=rep)
+                                  budget_minutes=budget_minutes, eval_every=eval_every, resume=resume,
+                                  progress=rep)
     typer.echo(json.dumps(res.get("heldout", res.get("val", {})), indent=1, default=str)[:4000])
 
 

@@ -126,31 +126,13 @@ def load_legacy(folder: Path) -> FacediffPipeline:
 
 
 def save_pipeline(pipe: FacediffPipeline, out: str | Path, training_config: dict | None = None) -> Path:
-    """Write ``pipe`` as a diffusers folder (safetensors) + ``training_config.json``.
+    """Write ``pipe`` as a diffusers folder (safetensors) + ``training_config.json``, swapped in when complete
+    (a full disk or a kill leaves the previous export as it was)."""
+    from facediff.fsutil import replace_folder
 
-    Written into a temporary sibling folder and swapped in when complete: a full disk or a kill leaves the
-    previous export as it was (one-line error on failure)."""
-    import os
-    import shutil
-
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
+    with replace_folder(out, "the export") as tmp:
         pipe.save_pretrained(tmp, safe_serialization=True)
         cfg = training_config if training_config is not None else pipe.training_config
         if cfg is not None:
             (tmp / TRAINING_CONFIG).write_text(json.dumps(cfg, indent=1))
-    except Exception as e:
-        shutil.rmtree(tmp, ignore_errors=True)
-        full = getattr(e, "errno", None) == 28 or "No space left" in str(e)
-        raise FacediffError(f"could not write the export {out} ({'the disk is full' if full else type(e).__name__});"
-                            " the previous export is unchanged; free space and run again") from None
-    old = out.parent / f".{out.name}.old-{os.getpid()}"
-    if out.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(out, old)
-    os.replace(tmp, out)
-    shutil.rmtree(old, ignore_errors=True)
-    return out
+    return Path(out)

@@ -278,11 +278,12 @@ def export_autoencoder(ae: Autoencoder, cfg: RunConfig, out: str | Path) -> Path
     """``out/vae/`` (diffusers save_pretrained, safetensors) + ``out/training_config.json``. Everything a reader
     needs (VQ or KL, f, latent channels, image size) is in ``vae/config.json``: plain
     ``VQModel.from_pretrained(out / "vae")`` / ``AutoencoderKL.from_pretrained(out / "vae")`` load it."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    ae.save_pretrained(out / "vae", safe_serialization=True)
-    (out / "training_config.json").write_text(json.dumps(to_dict(cfg), indent=1))
-    return out
+    from facediff.fsutil import replace_folder
+
+    with replace_folder(out, "the autoencoder export") as tmp:  # the previous export survives a failure
+        ae.save_pretrained(tmp / "vae", safe_serialization=True)
+        (tmp / "training_config.json").write_text(json.dumps(to_dict(cfg), indent=1))
+    return Path(out)
 
 
 def load_autoencoder(path: str | Path, device: str | torch.device = "cpu") -> Autoencoder:

@@ -27,6 +27,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from facediff.errors import FacediffError
+from facediff.fsutil import disk_message
 
 
 def _optimizer_to_flat(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -103,12 +104,6 @@ def _write_files(tmp: Path, model: nn.Module, ema: nn.Module | None, optimizer: 
     _fsync_dir(tmp)
 
 
-def _disk_message(e: BaseException) -> str:
-    text = str(e)
-    full = getattr(e, "errno", None) == errno.ENOSPC or "No space left" in text or "os error 28" in text
-    return "the disk is full" if full else (text.splitlines()[0][:200] if text else type(e).__name__)
-
-
 def save_checkpoint(run_dir: Path, step: int, model: nn.Module, ema: nn.Module | None,
                     optimizer: torch.optim.Optimizer, lr_scheduler: Any, extra: dict[str, Any], keep: int = 2,
                     extra_modules: dict[str, tuple[nn.Module, torch.optim.Optimizer | None]] | None = None) -> Path:
@@ -131,7 +126,7 @@ def save_checkpoint(run_dir: Path, step: int, model: nn.Module, ema: nn.Module |
         shutil.rmtree(tmp, ignore_errors=True)
         prev = latest_checkpoint(run_dir)
         kept = f"the last complete checkpoint {prev.name} is intact" if prev else "no earlier checkpoint exists"
-        raise FacediffError(f"could not write checkpoint {final} ({_disk_message(e)}); {kept}; free space and "
+        raise FacediffError(f"could not write checkpoint {final} ({disk_message(e)}); {kept}; free space and "
                             "continue with --resume") from None
     old = None
     if final.exists():  # re-saving a step: set the old copy aside, never delete it first

@@ -27,7 +27,7 @@ from facediff.progress import Progress, report
 from facediff.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from facediff.training.common import (
     RunLock, agree_all, agree_any, autocast, check_precision, check_run_start, make_accelerator, make_ema,
-    make_lr_scheduler)
+    make_lr_scheduler, step_seed)
 from facediff.training.data import resolve_dataset
 
 
@@ -178,7 +178,11 @@ def _train(task: Task, cfg: RunConfig, out: Path, acc: Accelerator, resume: bool
             last = micro == tc.grad_accum - 1
             sync = contextlib.nullcontext() if last or world == 1 else acc.no_sync(task.model)
             with sync:
-                with autocast(tc.mixed_precision, acc.device):
+                # randomness inside the networks (dropout) is a function of (seed, step, micro, rank) too, so a
+                # resumed run draws the same masks; the process-wide RNG is left as it was
+                devices = [acc.device] if acc.device.type == "cuda" else []
+                with torch.random.fork_rng(devices=devices), autocast(tc.mixed_precision, acc.device):
+                    torch.manual_seed(step_seed(tc.seed, step, micro, rank))
                     losses, micro_terms, n_img = task.losses(step, micro, rank, world)
                 if not agree_all(acc, all(bool(torch.isfinite(l.detach()).all()) for l in losses)):
                     skipped = True
