@@ -67,7 +67,18 @@ def _cli(args: list[str]) -> list[str]:
 ENV1 = {**os.environ, "OMP_NUM_THREADS": "1"}  # one thread: the same float reductions in every process
 
 
+def _tiny_autoencoder(data: Path) -> Path:
+    """One small VQ autoencoder export shared by the ldm runs (its weights are the same for every run)."""
+    ae = data.parent / "ae-for-ldm"
+    if not (ae / "export" / "vae").is_dir():
+        api.train("autoencoder", "tiny-vq", ae, overrides=[f"data.path={data}", "train.max_steps=2"])
+    return ae
+
+
 def _train_args(run: Path, data: Path, kind: str = "ddpm") -> list[str]:
+    if kind == "ldm":
+        return ["train", "ldm", "--config", "tiny-ldm", "--autoencoder", str(_tiny_autoencoder(data)), "--out",
+                str(run), *sum((["--set", o] for o in _common(data)), [])]
     if kind == "estimator":
         return ["train", "estimator", "--data", str(data), "--out", str(run), "--steps", str(STEPS), "--batch-size",
                 "8", "--size", "16", "--eval-every", str(EVERY)]
@@ -94,10 +105,11 @@ def reference_cli(tmp_path_factory, synth16) -> Path:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["ddpm", "autoencoder", "estimator"])
+@pytest.mark.parametrize("kind", ["ddpm", "ldm", "autoencoder", "estimator"])
 def test_kill_9_at_random_moments_then_resume_reproduces_the_run(kind, synth16, tmp_path, tmp_path_factory):
     """Three kill -9 at random moments (training, checkpoint writes), resume each time: the finished run equals
-    an uninterrupted one bit for bit (losses and weights), for the diffusion, autoencoder and estimator trainers."""
+    an uninterrupted one bit for bit (losses and weights), for every trainer: pixel and latent diffusion,
+    autoencoder, estimator."""
     reference = _reference_cli(kind, tmp_path_factory.mktemp(f"ref_{kind}"), synth16)
     run = tmp_path / "killed"
     env = ENV1
@@ -126,7 +138,8 @@ def test_kill_9_at_random_moments_then_resume_reproduces_the_run(kind, synth16, 
         assert proc.returncode == 0, err.decode()[-2000:]
         break
     assert kills >= 1
-    done = {"ddpm": run / "export" / "model_index.json", "autoencoder": run / "export" / "vae",
+    done = {"ddpm": run / "export" / "model_index.json", "ldm": run / "export" / "vae",
+            "autoencoder": run / "export" / "vae",
             "estimator": run / "estimator" / "model.safetensors"}[kind]
     assert done.exists()
     _same_run(reference, run)
@@ -202,6 +215,10 @@ def test_resume_picks_the_newest_complete_checkpoint_after_a_kill_between_rename
     os.replace(state / "step-0000006", state / f".step-0000006.old-{os.getpid()}")  # killed between renames
     (state / ".step-0000004.tmp-1").mkdir()  # and an older half-written temp: ignored
     (state / ".step-0000004.tmp-1" / "model.safetensors").write_bytes(b"partial")
+    half = state / ".step-0000008.tmp-2"  # a newer temp killed before its manifest (files there, trainer.json torn)
+    shutil.copytree(state / f".step-0000006.old-{os.getpid()}", half)
+    (half / "manifest.json").unlink()
+    (half / "trainer.json").write_text('{"step": 8, "optim')
     assert latest_checkpoint(run).name.startswith(".step-0000006.old")
     api.train("ddpm", None, run, resume=True, overrides=[f"train.max_steps={STEPS}"])
     _same_run(reference, run)
@@ -318,3 +335,25 @@ def test_real_full_disk_during_eval(tiny_run, synth16, tmp_path):
     last = res.stderr.strip().splitlines()[-1]
     assert res.returncode == 2 and last.startswith("error: ") and "disk is full" in last, res.stderr[-2000:]
     assert "Traceback" not in res.stderr
+
+
+@pytest.mark.slow
+def test_kill_9_during_data_synth_overwrite_keeps_the_old_set(tmp_path):
+    """A kill -9 in the middle of `data synth --overwrite` leaves the previous set intact and loadable; the next
+    run cleans the dead writer's temporary folder and completes."""
+    from facediff.data.prepared import PreparedDataset
+    from facediff.data.synth import write_synth
+
+    out = tmp_path / "ds"
+    write_synth(out, n=6, size=16)
+    proc = subprocess.Popen(_cli(["data", "synth", "--out", str(out), "--n", "20000", "--size", "32", "--overwrite"]),
+                            env=ENV1, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not list(tmp_path.glob("ds.tmp-*")) and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(1.0)  # well into rendering
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert len(PreparedDataset(out)) == 6  # the old set, untouched
+    write_synth(out, n=8, size=16, overwrite=True)
+    assert len(PreparedDataset(out)) == 8 and not list(tmp_path.glob("ds.tmp-*"))

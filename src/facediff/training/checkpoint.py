@@ -159,9 +159,12 @@ def _step_of(path: Path) -> int:
 
 def _complete(path: Path, verify_hashes: bool = False) -> bool:
     """Does ``path`` hold a whole checkpoint? Its manifest's sizes (and, if asked, hashes) must match; a
-    checkpoint from before manifests counts when trainer.json and model.safetensors are there."""
+    checkpoint from before manifests (a ``step-*`` folder, never a temporary one) counts when trainer.json, model
+    and optimizer files are there."""
     manifest = path / MANIFEST
     if not manifest.is_file():
+        if path.name.startswith("."):  # a temporary / set-aside copy counts only with its manifest
+            return False
         return (path / "trainer.json").is_file() and (path / "model.safetensors").is_file() and \
             (path / "optimizer.safetensors").is_file()
     try:
