@@ -122,7 +122,7 @@ class InceptionFeatures:
 
         if path.suffix != ".safetensors":
             raise FacediffError(f"Inception weights {path}: facediff loads .safetensors only (it never unpickles "
-                                "a .pth); convert it once with safetensors.torch.save_file(torch.load(PTH, weights_only=True), OUT)")
+                                "a .pth); convert it once, where you trust it, to .safetensors (safetensors.torch.save_file)")
         out = Path(tempfile.mkdtemp(prefix="facediff-inception-")) / "weights.pth"
         torch.save(load_file(str(path)), out)
         return out

@@ -53,7 +53,7 @@ def load_lpips(weights: str | Path | None, net: str = "alex", what: str = "--lpi
         raise FacediffError(f"{what} {weights}: file not found")
     if path.suffix != ".safetensors":
         raise FacediffError(f"{what} {weights}: facediff loads weights from .safetensors only (it never unpickles "
-                            "a .pth); convert it once with safetensors.torch.save_file(torch.load(PTH, weights_only=True), OUT)")
+                            "a .pth); convert it once, where you trust it, to .safetensors (safetensors.torch.save_file)")
     try:
         import lpips as lpips_pkg  # imports torchvision; only in the user's environment
         model = lpips_pkg.LPIPS(net=net, pretrained=False, pnet_rand=True, verbose=False)
