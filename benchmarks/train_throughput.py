@@ -1,136 +1,188 @@
-"""Training throughput: facediff's loop vs a baseline written like diffusers' train_unconditional.py.
+"""Training throughput on the same network and batch: facediff vs the REAL diffusers example vs lucidrains.
 
-Both train the SAME unconditional UNet2DModel config at the same batch size, in one process run, side by
-side. The baseline follows the diffusers example: PIL images from a folder, per-item transforms
-(resize, random flip, to-tensor, normalise; torchvision is not importable here, so the transforms are
-written with PIL + numpy exactly as torchvision would do them), a shuffling DataLoader,
-``DDPMScheduler.add_noise``, ``F.mse_loss`` on eps, AdamW, grad-clip 1.0, EMA. Ours is
-``facediff.api.train`` with its defaults for CPU speed (uint8 data held in memory, bf16 autocast where the
-CPU has it). Reported: steady-state end-to-end images/s (data + forward + backward + optimizer + EMA),
-after warm-up steps.
+Arms (each its own subprocess, one thread, interleaved repetitions; median and range reported):
+  * ``facediff``: ``facediff train ddpm --config default-32`` (unconditional), timed from its own
+    ``logs/metrics.jsonl`` (``seconds`` of every step) over steps ``warmup .. warmup+steps``;
+  * ``diffusers-example``: ``train_unconditional.py`` unmodified (``--diffusers-example PATH``, run by
+    ``--peer-python``), same PNG folder, the same U-Net config via ``--model_config_name_or_path``, timed
+    from its own tqdm step log over the same window (start-up excluded);
+  * ``lucidrains``: ``denoising_diffusion_pytorch.Trainer`` on its own ``Unet(dim=40, dim_mults=(1, 2, 4))``
+    (4.0M parameters against 4.1M; its architecture differs), when ``--peer-python`` can import it.
+Precisions: ``--precisions no,bf16`` (the example's ``--mixed_precision bf16``, lucidrains' ``amp`` with
+``mixed_precision_type="bf16"``). Also reported: forward FLOPs of the network (``torch.utils.flop_counter``)
+x 3 per trained image, as achieved GFLOP/s, against this machine's one-thread fp32 and bf16 GEMM peak
+measured in the same run. See benchmarks/peers.py for the peer venv.
 
-    python benchmarks/train_throughput.py --size 32 --batch 32 --steps 40 --out benchmarks/results/train_throughput.json
+    OMP_NUM_THREADS=1 python benchmarks/train_throughput.py --diffusers-example /tmp/train_unconditional.py \
+        --peer-python /tmp/peers/bin/python --size 32 --reps 3 --out benchmarks/results/train_throughput-32.json
 """
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import platform
+import shutil
+import statistics
+import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
-import torch.nn.functional as F
-from PIL import Image
 
-REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from peers import REPO, StepLog, example_args, facediff_cmd, facediff_overrides, one_thread_env, prepare_data, \
+    python_version_of, window_rate, write_unet_config  # noqa: E402
 
-
-def baseline(folder: Path, unet_kwargs: dict, size: int, batch: int, steps: int, warmup: int) -> float:
-    from diffusers import DDPMScheduler, UNet2DModel
-
-    files = sorted(folder.glob("*.png"))
-
-    class FolderDataset(torch.utils.data.Dataset):
-        def __len__(self):
-            return len(files)
-
-        def __getitem__(self, i):
-            im = Image.open(files[i]).convert("RGB").resize((size, size), Image.BILINEAR)  # Resize
-            if np.random.rand() < 0.5:  # RandomHorizontalFlip
-                im = im.transpose(Image.FLIP_LEFT_RIGHT)
-            x = torch.from_numpy(np.asarray(im, dtype=np.float32) / 255.0).permute(2, 0, 1)  # ToTensor
-            return {"input": (x - 0.5) / 0.5}  # Normalize([0.5], [0.5])
-
-    loader = torch.utils.data.DataLoader(FolderDataset(), batch_size=batch, shuffle=True, num_workers=0,
-                                         drop_last=True)
-    torch.manual_seed(0)
-    model = UNet2DModel(**unet_kwargs)
-    ema = copy.deepcopy(model).requires_grad_(False)
-    sched = DDPMScheduler(num_train_timesteps=1000)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.95, 0.999), weight_decay=1e-6, eps=1e-8)
-    done, t0 = 0, None
-    while done < warmup + steps:
-        for b in loader:
-            if done == warmup:
-                t0 = time.perf_counter()
-            if done >= warmup + steps:
-                break
-            clean = b["input"]
-            noise = torch.randn(clean.shape)
-            t = torch.randint(0, sched.config.num_train_timesteps, (clean.shape[0],)).long()
-            noisy = sched.add_noise(clean, noise, t)
-            loss = F.mse_loss(model(noisy, t).sample.float(), noise.float())
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            opt.zero_grad()
-            with torch.no_grad():
-                for pe, p in zip(ema.parameters(), model.parameters()):
-                    pe.lerp_(p, 1 - 0.9999)
-            done += 1
-    return steps * batch / (time.perf_counter() - t0)
+LUCIDRAINS = '''
+import sys
+from denoising_diffusion_pytorch import GaussianDiffusion, Trainer, Unet
+folder, out, size, batch, steps, mp = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), sys.argv[6]
+model = Unet(dim=40, dim_mults=(1, 2, 4))
+print("parameters", sum(p.numel() for p in model.parameters()), flush=True)
+diffusion = GaussianDiffusion(model, image_size=size, timesteps=1000)
+trainer = Trainer(diffusion, folder, train_batch_size=batch, train_num_steps=steps, results_folder=out,
+                  amp=mp != "no", mixed_precision_type="bf16", calculate_fid=False,
+                  save_and_sample_every=10 ** 9)
+trainer.train()
+'''
 
 
-def ours(data_dir: Path, size: int, batch: int, steps: int, warmup: int, channels: list[int], mp: str) -> float:
-    from facediff import api
+def gemm_peak_gflops(dtype: torch.dtype, n: int = 1024, repeats: int = 5) -> float:
+    """One-thread matmul rate, the physical limit of a network made of convolutions and projections."""
+    torch.set_num_threads(1)
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n ** 3 / best / 1e9
+
+
+def forward_flops(size: int, batch: int) -> float:
+    """Forward FLOPs of facediff's default network for one batch (convolutions, matmuls, attention)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
     from facediff.config import load_config
+    from facediff.models.unet import build_unet
 
-    with tempfile.TemporaryDirectory() as tmp:
-        cfg = load_config("tiny-ddpm", [
-            f"data.path={data_dir}", f"data.size={size}", "data.split=", "model.conditioning=none",
-            f"model.block_out_channels={channels}", "model.layers_per_block=2", "model.attention_resolutions=[8]",
-            "model.attention_head_dim=32", "model.norm_num_groups=16", "diffusion.num_train_timesteps=1000",
-            f"train.batch_size={batch}", f"train.max_steps={warmup + steps}", f"train.log_every={warmup}",
-            "train.checkpoint_every=0", f"train.mixed_precision={mp}", "train.sample_steps=1", "train.lr=1e-4"])
-        api.train("ddpm", cfg, Path(tmp) / "run")
-        rows = [json.loads(l) for l in (Path(tmp) / "run" / "logs" / "metrics.jsonl").read_text().splitlines()]
-        steady = [r for r in rows if r["step"] > warmup]
-        return float(np.mean([r["images_per_s"] for r in steady]))
+    net = build_unet(load_config("default-32", facediff_overrides(size, batch)).model, size)
+    with torch.no_grad(), FlopCounterMode(display=False) as fc:
+        net(torch.randn(batch, 3, size, size), torch.randint(0, 1000, (batch,)))
+    return float(fc.get_total_flops())
+
+
+def run_facediff(a, ds: Path, work: Path, mp: str) -> float:
+    out = work / "facediff-run"
+    shutil.rmtree(out, ignore_errors=True)
+    cmd = [*facediff_cmd(), "train", "ddpm", "--config", "default-32", "--data", str(ds), "--out", str(out)]
+    for item in facediff_overrides(a.size, a.batch) + [
+            f"train.max_steps={a.warmup + a.steps + 1}", "train.log_every=1", "train.checkpoint_every=0",
+            "train.sample_every=0", "train.sample_steps=1", f"train.mixed_precision={mp}"]:
+        cmd += ["--set", item]
+    subprocess.run(cmd, env=one_thread_env(1), check=True, capture_output=True)
+    rows = [json.loads(l) for l in (out / "logs" / "metrics.jsonl").read_text().splitlines()]
+    return window_rate([(r["seconds"], r["step"]) for r in rows], a.batch, a.warmup)
+
+
+def run_example(a, folder: Path, config_dir: Path, work: Path, mp: str) -> float:
+    out = work / "example-run"
+    shutil.rmtree(out, ignore_errors=True)
+    log = StepLog([a.peer_python, *example_args(Path(a.diffusers_example), folder, out, config_dir, a.size, a.batch,
+                                                mp, 1000, 10 ** 9)], one_thread_env(1), work / "example.log")
+    while not log.steps or log.steps[-1][1] < a.warmup + a.steps:
+        if log.proc.poll() is not None:
+            raise RuntimeError(f"the diffusers example stopped (rc {log.proc.returncode}); see {work / 'example.log'}")
+        time.sleep(0.5)
+    log.wait(timeout=0)
+    return window_rate(log.steps, a.batch, a.warmup)
+
+
+def run_lucidrains(a, folder: Path, work: Path, mp: str) -> float:
+    out = work / "lucidrains-run"
+    shutil.rmtree(out, ignore_errors=True)
+    script = work / "lucidrains_driver.py"
+    script.write_text(LUCIDRAINS)
+    log = StepLog([a.peer_python, str(script), str(folder), str(out), str(a.size), str(a.batch),
+                   str(a.warmup + a.steps + 1), mp], one_thread_env(1), work / "lucidrains.log", pattern="plain")
+    rc = log.wait()
+    if rc != 0:
+        raise RuntimeError(f"lucidrains' Trainer failed (rc {rc}); see {work / 'lucidrains.log'}")
+    return window_rate(log.steps, a.batch, a.warmup)
+
+
+def lucidrains_available(python: str) -> bool:
+    return subprocess.run([python, "-c", "import denoising_diffusion_pytorch"], capture_output=True).returncode == 0
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
+    ap.add_argument("--diffusers-example", help="path of diffusers' train_unconditional.py (arm skipped if absent)")
+    ap.add_argument("--peer-python", default=sys.executable, help="python of the venv with torchvision (peers)")
     ap.add_argument("--size", type=int, default=32)
     ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--steps", type=int, default=40)
-    ap.add_argument("--warmup", type=int, default=5)
-    ap.add_argument("--n", type=int, default=512)
-    ap.add_argument("--channels", default="32,64,128")
-    ap.add_argument("--mixed-precision", default="bf16")
+    ap.add_argument("--steps", type=int, default=20, help="timed steps")
+    ap.add_argument("--warmup", type=int, default=5, help="steps before the timed window")
+    ap.add_argument("--bf16-steps", type=int, default=3, help="timed steps of bf16 arms (slow on some CPUs)")
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--n", type=int, default=2048)
+    ap.add_argument("--precisions", default="no,bf16")
+    ap.add_argument("--arms", default="facediff,diffusers-example,lucidrains")
+    ap.add_argument("--work", default="/tmp/facediff-throughput")
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "train_throughput.json"))
     a = ap.parse_args()
-    channels = [int(c) for c in a.channels.split(",")]
-    from facediff.data.prepared import PreparedDataset
-    from facediff.data.synth import write_synth
-
-    with tempfile.TemporaryDirectory() as tmp:
-        ds_dir = write_synth(Path(tmp) / "ds", n=a.n, size=a.size, seed=0)
-        folder = Path(tmp) / "png"
-        folder.mkdir()
-        for i, im in enumerate(PreparedDataset(ds_dir).images()):
-            Image.fromarray(im).save(folder / f"{i:06d}.png")
-        down = tuple("AttnDownBlock2D" if a.size // 2 ** i == 8 else "DownBlock2D" for i in range(len(channels)))
-        unet_kwargs = dict(sample_size=a.size, in_channels=3, out_channels=3, block_out_channels=tuple(channels),
-                           layers_per_block=2, down_block_types=down,
-                           up_block_types=tuple(d.replace("Down", "Up") for d in reversed(down)),
-                           norm_num_groups=16, attention_head_dim=32, resnet_time_scale_shift="scale_shift")
-        base = baseline(folder, unet_kwargs, a.size, a.batch, a.steps, a.warmup)
-        mine = ours(ds_dir, a.size, a.batch, a.steps, a.warmup, channels, a.mixed_precision)
-        mine_fp32 = ours(ds_dir, a.size, a.batch, a.steps, a.warmup, channels, "no")
-    res = {"benchmark": "train_throughput", "size": a.size, "batch": a.batch, "steps": a.steps,
-           "channels": channels, "baseline_images_per_s": base, "facediff_images_per_s": mine,
-           "facediff_mixed_precision": a.mixed_precision, "facediff_fp32_images_per_s": mine_fp32,
-           "speedup": mine / base, "speedup_fp32": mine_fp32 / base, "torch": torch.__version__,
-           "threads": torch.get_num_threads(), "machine": platform.processor() or platform.machine(),
-           "command": " ".join(sys.argv)}
+    work = Path(a.work)
+    work.mkdir(parents=True, exist_ok=True)
+    ds, folder = prepare_data(work, a.n, a.size)
+    config_dir, params = write_unet_config(work, a.size)
+    arms = [x for x in a.arms.split(",") if x]
+    if "diffusers-example" in arms and not a.diffusers_example:
+        arms.remove("diffusers-example")
+    if "lucidrains" in arms and not lucidrains_available(a.peer_python):
+        arms.remove("lucidrains")
+    fwd = forward_flops(a.size, a.batch)
+    peak = {"fp32": gemm_peak_gflops(torch.float32), "bf16": gemm_peak_gflops(torch.bfloat16)}
+    rates: dict[str, list[float]] = {}
+    steps = a.steps
+    for mp in a.precisions.split(","):
+        a.steps = a.bf16_steps if mp == "bf16" else steps
+        for rep in range(1 if mp == "bf16" else a.reps):  # interleaved: every arm once per repetition
+            for arm in arms:
+                if arm == "facediff":
+                    r = run_facediff(a, ds, work, mp)
+                elif arm == "diffusers-example":
+                    r = run_example(a, folder, config_dir, work, mp)
+                else:
+                    r = run_lucidrains(a, folder, work, mp)
+                rates.setdefault(f"{arm}/{mp}", []).append(r)
+                print(f"rep {rep} {arm} {mp}: {r:.2f} img/s", flush=True)
+    rows = {}
+    for key, rs in rates.items():
+        med = statistics.median(rs)
+        rows[key] = {"images_per_s_median": med, "images_per_s": rs, "range": [min(rs), max(rs)]}
+        if key.startswith(("facediff", "diffusers-example")):  # the same network: its FLOPs apply
+            rows[key]["achieved_gflops"] = 3 * fwd / a.batch * med / 1e9
+    for mp in a.precisions.split(","):
+        ref = rows.get(f"diffusers-example/{mp}")
+        if ref and f"facediff/{mp}" in rows:
+            rows[f"facediff/{mp}"]["vs_example"] = rows[f"facediff/{mp}"]["images_per_s_median"] / ref["images_per_s_median"]
+    best = {arm: max((v["images_per_s_median"], k.split("/")[1]) for k, v in rows.items() if k.startswith(arm + "/"))
+            for arm in arms}
+    res = {"benchmark": "train_throughput", "size": a.size, "batch": a.batch, "timed_steps": steps,
+           "bf16_timed_steps": a.bf16_steps, "warmup_steps": a.warmup, "reps": a.reps, "n_train": a.n,
+           "parameters_facediff_and_example": params, "forward_gflop_per_batch": fwd / 1e9,
+           "gemm_peak_gflops_1thread": peak, "arms": rows,
+           "best_setting": {arm: {"images_per_s": v, "precision": p} for arm, (v, p) in best.items()},
+           "cpu_flags": sorted({f for f in open("/proc/cpuinfo").read().split() if f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16")}),
+           "torch_facediff": torch.__version__, "torch_peer": python_version_of(a.peer_python),
+           "machine": platform.processor() or platform.machine(), "command": " ".join(sys.argv)}
+    if "facediff" in best and "diffusers-example" in best:
+        res["speedup_best_vs_best"] = best["facediff"][0] / best["diffusers-example"][0]
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(res, indent=1))
-    print(json.dumps(res, indent=1))
+    print(json.dumps({k: v for k, v in res.items() if k != "arms"}, indent=1))
 
 
 if __name__ == "__main__":

@@ -159,7 +159,7 @@ def test_coercion_uses_the_declared_type_not_its_spelling():
     (lambda: DiffusionConfig(loss_weighting="snr"), r"\[diffusion\] loss_weighting = 'snr': choose one of"),
     (lambda: DataConfig(synth_style="cartoon"), r"\[data\] synth_style = 'cartoon': choose one of human, anime"),
     (lambda: ModelConfig(conditioning="text"), r"\[model\] conditioning = 'text': choose one of none, attributes"),
-    (lambda: TrainConfig(mixed_precision="fp8"), r"\[train\] mixed_precision = 'fp8': choose one of no, bf16"),
+    (lambda: TrainConfig(mixed_precision="fp8"), r"\[train\] mixed_precision = 'fp8': choose one of auto, no, bf16"),
     (lambda: TrainConfig(lr_schedule="step"), r"\[train\] lr_schedule = 'step': choose one of constant, cosine"),
     (lambda: TrainConfig(sample_sampler="plms"), r"\[train\] sample_sampler = 'plms': choose one of"),
     (lambda: AutoencoderConfig(kind="vae"), r"\[autoencoder\] kind = 'vae': choose one of vq, kl"),

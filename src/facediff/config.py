@@ -97,7 +97,7 @@ class TrainConfig(_Checked):
     grad_clip: float = 1.0  # max gradient norm (0 = off)
     ema_decay: float = 0.999  # EMA decay of the weights used for sampling
     ema_start: int = 0  # step after which EMA starts following the weights
-    mixed_precision: str = "no"  # no | bf16 | fp16 (fp16 on CUDA only)
+    mixed_precision: str = "auto"  # auto (bf16 only where a probe measures it faster here) | no | bf16 | fp16 (CUDA)
     seed: int = 0  # seed of data order, noise, timesteps and condition dropout
     log_every: int = 10  # steps between metrics.jsonl rows
     sample_every: int = 0  # steps between sample grids (0 = only at the end)

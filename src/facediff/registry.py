@@ -14,7 +14,7 @@ CONDITIONING: tuple[str, ...] = ("none", "attributes")  # [model] conditioning o
 SCHEDULES: tuple[str, ...] = ("linear", "scaled_linear", "cosine")  # [diffusion] schedule (beta_t)
 PREDICTION_TYPES: tuple[str, ...] = ("epsilon", "v_prediction", "sample")  # [diffusion] network target
 LOSS_WEIGHTINGS: tuple[str, ...] = ("none", "min_snr")  # [diffusion] loss_weighting
-MIXED_PRECISION: tuple[str, ...] = ("no", "bf16", "fp16")  # [train] mixed_precision (fp16: CUDA only)
+MIXED_PRECISION: tuple[str, ...] = ("auto", "no", "bf16", "fp16")  # [train] mixed_precision (fp16: CUDA only)
 LR_SCHEDULES: tuple[str, ...] = ("constant", "cosine")  # [train] lr_schedule after warmup
 AE_KINDS: tuple[str, ...] = ("vq", "kl")  # [autoencoder] kind
 

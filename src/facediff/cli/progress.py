@@ -56,6 +56,14 @@ class ProgressBar:
         print(f"[{time.strftime('%H:%M:%S')}] {self.description}: {done}/{self.total}{pct}{' ' + info if info else ''} "
               f"{now - self._t0:.0f} s", file=sys.stderr, flush=True)
 
+    def say(self, text: str) -> None:
+        if not self.enabled:
+            return
+        if self._plain:
+            print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
+        else:
+            self._progress.console.print(text)
+
     def close(self) -> None:
         if self.enabled and not self._plain:
             self._progress.stop()
@@ -71,12 +79,23 @@ class Reporter:
     def __call__(self, task: str, done: int, total: int, **info: Any) -> None:
         if not self.enabled:
             return
+        note = info.pop("note", None)
         bar = self.bars.get(task)
         if bar is None:
             bar = self.bars[task] = ProgressBar(total, task, start=done)
         if bar.total != total:
             bar.set_total(done, total)
+        if note:  # a one-off message (e.g. the precision chosen): its own line, not a field of the bar
+            bar.say(f"{task}: {note}")
         bar.update(done, **{k: v for k, v in info.items() if isinstance(v, (int, float, str))})
+
+    def say(self, text: str) -> None:
+        if not self.enabled:
+            return
+        if self._plain:
+            print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
+        else:
+            self._progress.console.print(text)
 
     def close(self) -> None:
         for bar in self.bars.values():

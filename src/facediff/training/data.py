@@ -87,6 +87,10 @@ class TrainingData:
         self.order = EpochOrder(self.n, seed)
 
     def pixels(self, idx: np.ndarray | torch.Tensor) -> torch.Tensor:
-        """x in [-1, 1], float (B, 3, S, S)."""
+        """x in [-1, 1], float (B, 3, S, S), contiguous (NCHW).
+
+        The images are held as (N, S, S, 3) uint8; a plain permute would hand the network a channels-last
+        batch, and oneDNN's fp32 convolutions on a 1-thread AVX2 CPU trained the default 4.1M U-Net at 13.4
+        img/s that way against 14.5 img/s in NCHW (batch 32, 32 px; /tmp/prof/step.py, 2026-12-02)."""
         idx = torch.as_tensor(idx)
-        return self.images[idx].permute(0, 3, 1, 2).float() / 127.5 - 1.0
+        return self.images[idx].permute(0, 3, 1, 2).contiguous().float() / 127.5 - 1.0

@@ -14,6 +14,7 @@ import contextlib
 import json
 import math
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from facediff.training.common import (
     RunLock, agree_all, agree_any, autocast, check_precision, check_run_start, make_accelerator, make_ema,
     make_lr_scheduler, step_seed)
 from facediff.training.data import resolve_dataset
+from facediff.training.precision import choose_precision, no_sync_all
 
 
 class Task:
@@ -106,6 +108,29 @@ def train_loop(task: Task, cfg: RunConfig, out: str | Path, *, resume: bool = Fa
         return _train(task, cfg, out, acc, resume, progress)
 
 
+def _resolve_precision(task: Task, requested: str, acc: Accelerator, step: int):
+    """[train] mixed_precision for this machine (``training/precision.py``); "auto" times the task's own
+    forward/backward (gradients discarded, no collectives, RNG untouched) and every rank adopts bf16 only
+    if all of them chose it."""
+    devices = [acc.device] if acc.device.type == "cuda" else []
+
+    def probe_step(mp: str) -> None:
+        with no_sync_all(acc, task.model), torch.random.fork_rng(devices=devices):
+            with autocast(mp, acc.device):
+                torch.manual_seed(0)
+                losses, _, _ = task.losses(step, 0, acc.process_index, acc.num_processes)
+            torch.stack([l.float() for l in losses]).sum().backward()
+        for module in [task.model, *(m for m, _ in task.extra_modules().values())]:
+            module.zero_grad(set_to_none=True)
+
+    choice = choose_precision(requested, acc.device, probe_step)
+    if requested == "auto" and acc.num_processes > 1:
+        agreed = "bf16" if agree_all(acc, choice.chosen == "bf16") else "no"
+        if agreed != choice.chosen:
+            choice.chosen, choice.reason = agreed, f"{choice.reason}; another process chose fp32"
+    return choice
+
+
 def _train(task: Task, cfg: RunConfig, out: Path, acc: Accelerator, resume: bool,
            progress: Progress | None) -> dict[str, Any]:
     tc = cfg.train
@@ -141,6 +166,13 @@ def _train(task: Task, cfg: RunConfig, out: Path, acc: Accelerator, resume: bool
     task.prepare(acc)
     if ema is not None:
         ema.to(acc.device)
+
+    precision = _resolve_precision(task, tc.mixed_precision, acc, start_step)
+    mixed_precision = precision.chosen
+    if precision.reason != "as configured":
+        report(progress, task.name, start_step, tc.max_steps, note=f"precision: {precision.reason}")
+    if precision.warning and progress is None:
+        warnings.warn(precision.reason, stacklevel=3)
 
     log_path = out / "logs" / "metrics.jsonl"
     if main:
@@ -181,7 +213,7 @@ def _train(task: Task, cfg: RunConfig, out: Path, acc: Accelerator, resume: bool
                 # randomness inside the networks (dropout) is a function of (seed, step, micro, rank) too, so a
                 # resumed run draws the same masks; the process-wide RNG is left as it was
                 devices = [acc.device] if acc.device.type == "cuda" else []
-                with torch.random.fork_rng(devices=devices), autocast(tc.mixed_precision, acc.device):
+                with torch.random.fork_rng(devices=devices), autocast(mixed_precision, acc.device):
                     torch.manual_seed(step_seed(tc.seed, step, micro, rank))
                     losses, micro_terms, n_img = task.losses(step, micro, rank, world)
                 if not agree_all(acc, all(bool(torch.isfinite(l.detach()).all()) for l in losses)):
@@ -218,7 +250,7 @@ def _train(task: Task, cfg: RunConfig, out: Path, acc: Accelerator, resume: bool
         report(progress, task.name, step, tc.max_steps, loss=loss_val)
         if main and (step % tc.log_every == 0 or step == tc.max_steps or extra):
             now = time.perf_counter()
-            row = {"step": step, "loss": loss_val, **{k: v for k, v in terms.items() if k != "loss"},
+            row = {"step": step, "seconds": round(now - t0, 3), "loss": loss_val, **{k: v for k, v in terms.items() if k != "loss"},
                    "lr": sched.get_last_lr()[0], "grad_norm": grad_norm,
                    "images_per_s": imgs_since / max(now - t_last, 1e-9), "nonfinite_total": nonfinite_total, **extra}
             with open(log_path, "a") as f:
@@ -238,7 +270,8 @@ def _train(task: Task, cfg: RunConfig, out: Path, acc: Accelerator, resume: bool
     raw = acc.unwrap_model(task.model)
     summary: dict[str, Any] = {"steps": step, "steps_per_rank": steps_per_rank,
                                "parameters": sum(p.numel() for p in raw.parameters()),
-                               "nonfinite_total": nonfinite_total, "train_seconds": round(time.perf_counter() - t0, 2)}
+                               "nonfinite_total": nonfinite_total, "train_seconds": round(time.perf_counter() - t0, 2),
+                               "precision": precision.as_dict()}
     if main:
         checkpoint(step)
         summary.update(task.finish(step, current_ema()))

@@ -1,0 +1,88 @@
+"""mixed_precision = "auto": the probe's decisions, and that probing leaves the run exactly as it was."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from facediff import api
+from facediff.training import precision
+from facediff.training.precision import choose_precision, kernel_probe
+
+CPU = torch.device("cpu")
+
+
+def _fake_step(ms: dict[str, float]):
+    calls = []
+
+    def step(mp: str) -> None:
+        calls.append(mp)
+        time.sleep(ms[mp] / 1000)
+    return step, calls
+
+
+def test_kernel_probe_measures_both_precisions():
+    fp32, bf16 = kernel_probe()
+    assert fp32 > 0 and bf16 > 0 and kernel_probe() == (fp32, bf16)  # measured once per process
+
+
+def test_auto_takes_fp32_when_bf16_kernels_are_slower(monkeypatch):
+    monkeypatch.setattr(precision, "kernel_probe", lambda: (1.0, 12.0))
+    step, calls = _fake_step({"no": 1, "bf16": 1})
+    c = choose_precision("auto", CPU, step)
+    assert c.chosen == "no" and "12.0x slower" in c.reason and not c.warning
+    assert calls == []  # the model probe is skipped: the kernels already decided
+    assert c.probe_ms == {"kernel_fp32": 1.0, "kernel_bf16": 12.0}
+
+
+def test_explicit_bf16_is_kept_but_warned_when_slower(monkeypatch):
+    monkeypatch.setattr(precision, "kernel_probe", lambda: (1.0, 16.0))
+    c = choose_precision("bf16", CPU)
+    assert c.chosen == "bf16" and c.warning and "16.0x slower" in c.reason
+    monkeypatch.setattr(precision, "kernel_probe", lambda: (1.0, 0.5))
+    c = choose_precision("bf16", CPU)
+    assert c.chosen == "bf16" and not c.warning
+
+
+@pytest.mark.parametrize("bf16_ms, expected", [(20.0, "bf16"), (38.0, "no")])
+def test_auto_times_the_model_when_kernels_allow_bf16(monkeypatch, bf16_ms, expected):
+    monkeypatch.setattr(precision, "kernel_probe", lambda: (1.0, 0.5))
+    step, calls = _fake_step({"no": 40.0, "bf16": bf16_ms})
+    c = choose_precision("auto", CPU, step, margin=1.1)
+    assert c.chosen == expected
+    assert set(calls) == {"no", "bf16"} and len(calls) >= 4  # warm-up + timed repeats of each
+    assert c.probe_ms["model_fp32"] >= 40.0 and c.probe_ms["model_bf16"] >= bf16_ms
+
+
+def test_explicit_fp32_is_not_probed(monkeypatch):
+    def boom():
+        raise AssertionError("probed")
+    monkeypatch.setattr(precision, "kernel_probe", boom)
+    assert choose_precision("no", CPU).chosen == "no"
+
+
+def _losses(run: Path) -> list[float]:
+    return [json.loads(l)["loss"] for l in (run / "logs" / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_model_probe_leaves_the_run_unchanged(monkeypatch, tmp_path, synth16):
+    """The probe runs the real task's forward/backward in both precisions; the run that follows must be the
+    run an explicit setting gives (same losses): no stale gradients, no consumed randomness."""
+    monkeypatch.setattr(precision, "kernel_probe", lambda: (1.0, 0.5))  # force the model probe
+    common = [f"data.path={synth16}", "train.log_every=1", "train.max_steps=3", "train.batch_size=8",
+              "train.checkpoint_every=0"]
+    s = api.train("ddpm", "tiny-ddpm", tmp_path / "auto", overrides=common + ["train.mixed_precision=auto"])
+    p = s["precision"]
+    assert p["requested"] == "auto" and p["chosen"] in ("no", "bf16") and "model_fp32" in p["probe_ms"]
+    api.train("ddpm", "tiny-ddpm", tmp_path / "explicit", overrides=common + [f"train.mixed_precision={p['chosen']}"])
+    assert _losses(tmp_path / "auto") == _losses(tmp_path / "explicit")
+
+
+def test_presets_default_to_auto():
+    from facediff.config import load_config, preset_names
+
+    for name in preset_names():
+        assert load_config(name).train.mixed_precision in ("auto", "no"), name
