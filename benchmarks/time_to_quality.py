@@ -99,6 +99,8 @@ def evaluate_arms(a: argparse.Namespace, work: Path, ds: Path, trained: dict) ->
     curves: dict = {}
     targets = [float(m) for m in a.eval_at.split(",")]
     for arm, info in trained.items():
+        if arm not in a.eval_arms.split(","):
+            continue
         ck = checkpoints(arm, info)
         chosen = []
         for m in targets:  # the last checkpoint written by minute m
@@ -113,6 +115,7 @@ def evaluate_arms(a: argparse.Namespace, work: Path, ds: Path, trained: dict) ->
                          "floor_fd_oracle": r["floor_real_vs_real"]["fd_oracle"]})
             print(arm, rows[-1], flush=True)
         curves[arm] = rows
+        (work / f"curve-{arm}.json").write_text(json.dumps(rows, indent=1))
     return curves
 
 
@@ -150,7 +153,9 @@ def main() -> None:
     ap.add_argument("--eval-at", default="5,10,15,20,30", help="minutes at which each arm is scored")
     ap.add_argument("--eval-n", type=int, default=256)
     ap.add_argument("--facediff-precision", default="auto", help="facediff's [train] mixed_precision")
-    ap.add_argument("--phase", choices=["all", "train", "eval"], default="all")
+    ap.add_argument("--phase", choices=["all", "train", "eval", "report"], default="all",
+                    help="train: both runs; eval: score checkpoints (--eval-arms); report: JSON + plot of the curves")
+    ap.add_argument("--eval-arms", default="example,facediff")
     ap.add_argument("--work", default="/tmp/ttq")
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "time_to_quality.json"))
     a = ap.parse_args()
@@ -165,7 +170,10 @@ def main() -> None:
     if a.phase == "train":
         return
     trained = json.loads(state.read_text())
-    curves = evaluate_arms(a, work, ds, trained)
+    if a.phase in ("all", "eval"):
+        evaluate_arms(a, work, ds, trained)
+    curves = {arm: json.loads((work / f"curve-{arm}.json").read_text()) for arm in ("example", "facediff")
+              if (work / f"curve-{arm}.json").is_file()}
     ex_final = curves["example"][-1] if curves.get("example") else None
     reached = None
     if ex_final:

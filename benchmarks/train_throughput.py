@@ -6,6 +6,8 @@ Arms (each its own subprocess, one thread, interleaved repetitions; median and r
   * ``diffusers-example``: ``train_unconditional.py`` unmodified (``--diffusers-example PATH``, run by
     ``--peer-python``), same PNG folder, the same U-Net config via ``--model_config_name_or_path``, timed
     from its own tqdm step log over the same window (start-up excluded);
+  * ``network-step``: forward + backward + AdamW of the same network on one fixed batch, nothing else: the
+    ceiling of any loop here (labelled as what it is: written here, not a peer);
   * ``lucidrains``: ``denoising_diffusion_pytorch.Trainer`` on its own ``Unet(dim=40, dim_mults=(1, 2, 4))``
     (4.0M parameters against 4.1M; its architecture differs), when ``--peer-python`` can import it.
 Precisions: ``--precisions no,bf16`` (the example's ``--mixed_precision bf16``, lucidrains' ``amp`` with
@@ -31,7 +33,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from peers import REPO, StepLog, example_args, facediff_cmd, facediff_overrides, one_thread_env, prepare_data, \
+from peers import REPO, StepLog, example_args, facediff_overrides, one_thread_env, prepare_data, \
     python_version_of, window_rate, write_unet_config  # noqa: E402
 
 LUCIDRAINS = '''
@@ -45,6 +47,26 @@ trainer = Trainer(diffusion, folder, train_batch_size=batch, train_num_steps=ste
                   amp=mp != "no", mixed_precision_type="bf16", calculate_fid=False,
                   save_and_sample_every=10 ** 9)
 trainer.train()
+'''
+
+
+NETWORK_STEP = '''
+import json, sys, time, torch, torch.nn.functional as F
+from facediff.config import load_config
+from facediff.models.unet import build_unet
+size, batch, steps, warmup, mp, overrides = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], sys.argv[6:]
+net = build_unet(load_config("default-32", overrides).model, size)
+opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
+x, t = torch.randn(batch, 3, size, size), torch.randint(0, 1000, (batch,))
+for i in range(warmup + steps):
+    if i == warmup:
+        t0 = time.perf_counter()
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=mp == "bf16"):
+        out = net(x, t).sample
+    F.mse_loss(out.float(), x).backward()
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+print(json.dumps(steps * batch / (time.perf_counter() - t0)))
 '''
 
 
@@ -77,7 +99,7 @@ def forward_flops(size: int, batch: int) -> float:
 def run_facediff(a, ds: Path, work: Path, mp: str) -> float:
     out = work / "facediff-run"
     shutil.rmtree(out, ignore_errors=True)
-    cmd = [*facediff_cmd(), "train", "ddpm", "--config", "default-32", "--data", str(ds), "--out", str(out)]
+    cmd = [a.facediff_python, "-m", "facediff.cli.main", "train", "ddpm", "--config", "default-32", "--data", str(ds), "--out", str(out)]
     for item in facediff_overrides(a.size, a.batch) + [
             f"train.max_steps={a.warmup + a.steps + 1}", "train.log_every=1", "train.checkpoint_every=0",
             "train.sample_every=0", "train.sample_steps=1", f"train.mixed_precision={mp}"]:
@@ -113,6 +135,17 @@ def run_lucidrains(a, folder: Path, work: Path, mp: str) -> float:
     return window_rate(log.steps, a.batch, a.warmup)
 
 
+def run_network_step(a, work: Path, mp: str) -> float:
+    """The bare network step (forward, backward, AdamW on one fixed batch; no data, no noise process, no EMA):
+    the ceiling any training loop on this network can reach here."""
+    script = work / "network_step.py"
+    script.write_text(NETWORK_STEP)
+    r = subprocess.run([a.facediff_python, str(script), str(a.size), str(a.batch), str(a.steps), str(a.warmup), mp,
+                        *facediff_overrides(a.size, a.batch)], env=one_thread_env(1), check=True,
+                       capture_output=True, text=True)
+    return float(r.stdout.strip().splitlines()[-1])
+
+
 def lucidrains_available(python: str) -> bool:
     return subprocess.run([python, "-c", "import denoising_diffusion_pytorch"], capture_output=True).returncode == 0
 
@@ -121,15 +154,18 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--diffusers-example", help="path of diffusers' train_unconditional.py (arm skipped if absent)")
     ap.add_argument("--peer-python", default=sys.executable, help="python of the venv with torchvision (peers)")
+    ap.add_argument("--facediff-python", default=sys.executable,
+                    help="python that runs facediff and the network step (e.g. the peer venv, for the same torch)")
     ap.add_argument("--size", type=int, default=32)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--steps", type=int, default=20, help="timed steps")
     ap.add_argument("--warmup", type=int, default=5, help="steps before the timed window")
     ap.add_argument("--bf16-steps", type=int, default=3, help="timed steps of bf16 arms (slow on some CPUs)")
+    ap.add_argument("--bf16-warmup", type=int, default=1, help="warm-up steps of bf16 arms")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--n", type=int, default=2048)
     ap.add_argument("--precisions", default="no,bf16")
-    ap.add_argument("--arms", default="facediff,diffusers-example,lucidrains")
+    ap.add_argument("--arms", default="facediff,diffusers-example,lucidrains,network-step")
     ap.add_argument("--work", default="/tmp/facediff-throughput")
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "train_throughput.json"))
     a = ap.parse_args()
@@ -145,13 +181,16 @@ def main() -> None:
     fwd = forward_flops(a.size, a.batch)
     peak = {"fp32": gemm_peak_gflops(torch.float32), "bf16": gemm_peak_gflops(torch.bfloat16)}
     rates: dict[str, list[float]] = {}
-    steps = a.steps
+    steps, warmup = a.steps, a.warmup
     for mp in a.precisions.split(","):
         a.steps = a.bf16_steps if mp == "bf16" else steps
+        a.warmup = a.bf16_warmup if mp == "bf16" else warmup
         for rep in range(1 if mp == "bf16" else a.reps):  # interleaved: every arm once per repetition
             for arm in arms:
                 if arm == "facediff":
                     r = run_facediff(a, ds, work, mp)
+                elif arm == "network-step":
+                    r = run_network_step(a, work, mp)
                 elif arm == "diffusers-example":
                     r = run_example(a, folder, config_dir, work, mp)
                 else:
@@ -162,7 +201,7 @@ def main() -> None:
     for key, rs in rates.items():
         med = statistics.median(rs)
         rows[key] = {"images_per_s_median": med, "images_per_s": rs, "range": [min(rs), max(rs)]}
-        if key.startswith(("facediff", "diffusers-example")):  # the same network: its FLOPs apply
+        if key.startswith(("facediff", "diffusers-example", "network-step")):  # the same network: its FLOPs apply
             rows[key]["achieved_gflops"] = 3 * fwd / a.batch * med / 1e9
     for mp in a.precisions.split(","):
         ref = rows.get(f"diffusers-example/{mp}")
@@ -170,13 +209,16 @@ def main() -> None:
             rows[f"facediff/{mp}"]["vs_example"] = rows[f"facediff/{mp}"]["images_per_s_median"] / ref["images_per_s_median"]
     best = {arm: max((v["images_per_s_median"], k.split("/")[1]) for k, v in rows.items() if k.startswith(arm + "/"))
             for arm in arms}
+    for key, row in rows.items():
+        if "achieved_gflops" in row:
+            row["fraction_of_gemm_peak"] = row["achieved_gflops"] / peak["fp32" if key.endswith("/no") else "bf16"]
     res = {"benchmark": "train_throughput", "size": a.size, "batch": a.batch, "timed_steps": steps,
-           "bf16_timed_steps": a.bf16_steps, "warmup_steps": a.warmup, "reps": a.reps, "n_train": a.n,
+           "bf16_timed_steps": a.bf16_steps, "warmup_steps": warmup, "reps": a.reps, "n_train": a.n,
            "parameters_facediff_and_example": params, "forward_gflop_per_batch": fwd / 1e9,
            "gemm_peak_gflops_1thread": peak, "arms": rows,
            "best_setting": {arm: {"images_per_s": v, "precision": p} for arm, (v, p) in best.items()},
            "cpu_flags": sorted({f for f in open("/proc/cpuinfo").read().split() if f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16")}),
-           "torch_facediff": torch.__version__, "torch_peer": python_version_of(a.peer_python),
+           "torch_facediff": python_version_of(a.facediff_python), "torch_peer": python_version_of(a.peer_python),
            "machine": platform.processor() or platform.machine(), "command": " ".join(sys.argv)}
     if "facediff" in best and "diffusers-example" in best:
         res["speedup_best_vs_best"] = best["facediff"][0] / best["diffusers-example"][0]

@@ -92,7 +92,7 @@ def base_overrides(ctx: Ctx, data: Path, steps: int) -> list[str]:
     attn = max(4, ctx.size // 4)  # self-attention on the 8x8 (32 px) / 16x16 (64 px) feature map only
     ov = [f"data.path={data}", f"data.size={ctx.size}", f"train.max_steps={steps}", "train.checkpoint_every=0",
           "train.sample_every=0", f"train.sample_steps={1 if ctx.tiny else 10}", "train.sample_sampler=ddim", "train.log_every=1",
-          "train.mixed_precision=no", f"train.warmup_steps={0 if ctx.tiny else min(20, max(1, steps // 10))}"]
+          f"train.mixed_precision={'no' if ctx.tiny else 'auto'}", f"train.warmup_steps={0 if ctx.tiny else min(20, max(1, steps // 10))}"]
     if not ctx.tiny:
         ov.append(f"model.attention_resolutions=[{attn}]")
     return ov
