@@ -110,12 +110,14 @@ def evaluate_arms(a: argparse.Namespace, work: Path, ds: Path, trained: dict) ->
         rows = []
         for minutes, step, p in chosen:
             folder = export(arm, p, Path(info["dir"]), work / "exports" / f"{arm}-{step}")
-            r = api.evaluate(folder, ds, metrics="fd", n=a.eval_n, sampler="dpmpp", steps=20, seed=1)
-            rows.append({"minutes": round(minutes, 2), "step": step, "fd_oracle": r["fd_oracle"],
+            sampler = a.example_sampler if arm == "example" else "dpmpp"
+            r = api.evaluate(folder, ds, metrics="fd", n=a.eval_n, sampler=sampler, steps=20, seed=1)
+            rows.append({"minutes": round(minutes, 2), "step": step, "sampler": sampler, "fd_oracle": r["fd_oracle"],
                          "floor_fd_oracle": r["floor_real_vs_real"]["fd_oracle"]})
             print(arm, rows[-1], flush=True)
         curves[arm] = rows
-        (work / f"curve-{arm}.json").write_text(json.dumps(rows, indent=1))
+        suffix = f"-{a.example_sampler}" if arm == "example" and a.example_sampler != "dpmpp" else ""
+        (work / f"curve-{arm}{suffix}.json").write_text(json.dumps(rows, indent=1))
     return curves
 
 
@@ -128,7 +130,8 @@ def plot(curves: dict, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6, 4))
     names = {"example": "diffusers train_unconditional.py (defaults)", "facediff": "facediff train ddpm (defaults)"}
     for arm, rows in curves.items():
-        ax.plot([r["minutes"] for r in rows], [r["fd_oracle"] for r in rows], "o-", label=names[arm])
+        label = f"{names[arm]}, sampled with {rows[0].get('sampler', 'dpmpp')} 20 steps"
+        ax.plot([r["minutes"] for r in rows], [r["fd_oracle"] for r in rows], "o-", label=label)
     floors = [r["floor_fd_oracle"] for rows in curves.values() for r in rows]
     if floors:
         ax.axhline(sum(floors) / len(floors), color="gray", ls="--", label="real vs real floor")
@@ -156,6 +159,9 @@ def main() -> None:
     ap.add_argument("--phase", choices=["all", "train", "eval", "report"], default="all",
                     help="train: both runs; eval: score checkpoints (--eval-arms); report: JSON + plot of the curves")
     ap.add_argument("--eval-arms", default="example,facediff")
+    ap.add_argument("--example-sampler", default="dpmpp",
+                    help="sampler for the example's checkpoints (its linear-beta eps models need ddim's x0 clipping "
+                         "at 20 steps; DPM-Solver++ diverges on them early in training)")
     ap.add_argument("--work", default="/tmp/ttq")
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "time_to_quality.json"))
     a = ap.parse_args()
@@ -174,6 +180,10 @@ def main() -> None:
         evaluate_arms(a, work, ds, trained)
     curves = {arm: json.loads((work / f"curve-{arm}.json").read_text()) for arm in ("example", "facediff")
               if (work / f"curve-{arm}.json").is_file()}
+    for other in sorted(work.glob("curve-example-*.json")):  # the example scored with other samplers too:
+        rows = json.loads(other.read_text())                 # its best curve (lowest final FD) is the bar
+        if rows and (not curves.get("example") or rows[-1]["fd_oracle"] < curves["example"][-1]["fd_oracle"]):
+            curves["example"] = rows
     ex_final = curves["example"][-1] if curves.get("example") else None
     reached = None
     if ex_final:
