@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import re
 import shutil
 import statistics
 import subprocess
@@ -163,6 +164,9 @@ def main() -> None:
     ap.add_argument("--bf16-steps", type=int, default=3, help="timed steps of bf16 arms (slow on some CPUs)")
     ap.add_argument("--bf16-warmup", type=int, default=1, help="warm-up steps of bf16 arms")
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--bf16-arms", default="facediff,diffusers-example,lucidrains,network-step",
+                    help="arms with a bf16 row (lucidrains' bf16 needs > 6 min for its first step on an AVX2 CPU)")
+    ap.add_argument("--resume-log", help="file of 'rep i arm precision: r img/s' lines: kept, appended to")
     ap.add_argument("--n", type=int, default=2048)
     ap.add_argument("--precisions", default="no,bf16")
     ap.add_argument("--arms", default="facediff,diffusers-example,lucidrains,network-step")
@@ -181,12 +185,21 @@ def main() -> None:
     fwd = forward_flops(a.size, a.batch)
     peak = {"fp32": gemm_peak_gflops(torch.float32), "bf16": gemm_peak_gflops(torch.bfloat16)}
     rates: dict[str, list[float]] = {}
+    if a.resume_log and Path(a.resume_log).is_file():  # an interrupted run's printed rates: measured, kept
+        for line in Path(a.resume_log).read_text().splitlines():
+            m = re.match(r"rep (\d+) (\S+) (\S+): ([\d.]+) img/s", line)
+            if m:
+                rates.setdefault(f"{m.group(2)}/{m.group(3)}", []).append(float(m.group(4)))
     steps, warmup = a.steps, a.warmup
     for mp in a.precisions.split(","):
         a.steps = a.bf16_steps if mp == "bf16" else steps
         a.warmup = a.bf16_warmup if mp == "bf16" else warmup
         for rep in range(1 if mp == "bf16" else a.reps):  # interleaved: every arm once per repetition
             for arm in arms:
+                if mp == "bf16" and arm not in a.bf16_arms.split(","):
+                    continue
+                if len(rates.get(f"{arm}/{mp}", [])) > rep:  # measured before (--resume-log)
+                    continue
                 if arm == "facediff":
                     r = run_facediff(a, ds, work, mp)
                 elif arm == "network-step":
@@ -197,6 +210,9 @@ def main() -> None:
                     r = run_lucidrains(a, folder, work, mp)
                 rates.setdefault(f"{arm}/{mp}", []).append(r)
                 print(f"rep {rep} {arm} {mp}: {r:.2f} img/s", flush=True)
+                if a.resume_log:
+                    with open(a.resume_log, "a") as f:
+                        f.write(f"rep {rep} {arm} {mp}: {r:.2f} img/s\n")
     rows = {}
     for key, rs in rates.items():
         med = statistics.median(rs)
@@ -213,7 +229,7 @@ def main() -> None:
         if "achieved_gflops" in row:
             row["fraction_of_gemm_peak"] = row["achieved_gflops"] / peak["fp32" if key.endswith("/no") else "bf16"]
     res = {"benchmark": "train_throughput", "size": a.size, "batch": a.batch, "timed_steps": steps,
-           "bf16_timed_steps": a.bf16_steps, "warmup_steps": warmup, "reps": a.reps, "n_train": a.n,
+           "bf16_timed_steps": a.bf16_steps, "bf16_warmup_steps": a.bf16_warmup, "bf16_arms": a.bf16_arms, "warmup_steps": warmup, "reps": a.reps, "n_train": a.n,
            "parameters_facediff_and_example": params, "forward_gflop_per_batch": fwd / 1e9,
            "gemm_peak_gflops_1thread": peak, "arms": rows,
            "best_setting": {arm: {"images_per_s": v, "precision": p} for arm, (v, p) in best.items()},
