@@ -67,7 +67,7 @@ def test_overrides_coerce_types():
 def test_kinds_come_from_the_registry():
     assert KINDS == registry.KINDS and "estimator" in KINDS
     assert from_dict({"kind": "estimator"}).kind == "estimator"
-    with pytest.raises(ConfigError, match="kind = 'gan': choose one of ddpm, autoencoder, ldm, estimator"):
+    with pytest.raises(ConfigError, match="kind = 'gan': choose one of ddpm, autoencoder, ldm, t2i, lora, estimator"):
         from_dict({"kind": "gan"})
     with pytest.raises(ConfigError, match="kind"):
         RunConfig(kind="gan")
@@ -158,7 +158,7 @@ def test_coercion_uses_the_declared_type_not_its_spelling():
     (lambda: DiffusionConfig(prediction_type="x0"), r"\[diffusion\] prediction_type = 'x0': choose one of"),
     (lambda: DiffusionConfig(loss_weighting="snr"), r"\[diffusion\] loss_weighting = 'snr': choose one of"),
     (lambda: DataConfig(synth_style="cartoon"), r"\[data\] synth_style = 'cartoon': choose one of human, anime"),
-    (lambda: ModelConfig(conditioning="text"), r"\[model\] conditioning = 'text': choose one of none, attributes"),
+    (lambda: ModelConfig(conditioning="sketch"), r"\[model\] conditioning = 'sketch': choose one of none, attributes, text"),
     (lambda: TrainConfig(mixed_precision="fp8"), r"\[train\] mixed_precision = 'fp8': choose one of auto, no, bf16"),
     (lambda: TrainConfig(lr_schedule="step"), r"\[train\] lr_schedule = 'step': choose one of constant, cosine"),
     (lambda: TrainConfig(sample_sampler="plms"), r"\[train\] sample_sampler = 'plms': choose one of"),

@@ -76,11 +76,19 @@ def train_estimator(data: str | Path, out: str | Path, *, steps: int = 3000, bat
 
 
 # ----------------------------------------------------------------------------------------------- sample
-def load(model: str | Path | None = None, device: str = "cpu"):
-    """The ``FacediffPipeline`` of a run / export folder (None = the bundled default model)."""
+def load(model: str | Path | None = None, device: str = "cpu", *, text: bool = False,
+         lora: str | Path | None = None, lora_scale: float = 1.0):
+    """The ``FacediffPipeline`` of a run / export folder / Stable Diffusion folder or hub id (None = the bundled
+    default model; the bundled text-to-face model when ``text``), with a LoRA file (diffusers or kohya format)
+    applied at ``lora_scale`` when given."""
     from facediff.pipelines.load import load_pipeline
 
-    return load_pipeline(model, device)
+    pipe = load_pipeline(model, device, text=text)
+    if lora is not None:
+        from facediff.pipelines.load import apply_lora
+
+        apply_lora(pipe, lora, lora_scale)
+    return pipe
 
 
 def convert(old: str | Path, new: str | Path) -> Path:
@@ -123,7 +131,8 @@ def parse_attrs(text: str | dict[str, int] | None) -> dict[str, int] | None:
 
 
 def sample(model: str | Path | None = None, *, n: int = 16, attrs: str | dict[str, int] | None = None,
-           guidance: float = 3.0, attr_scales: str | dict[str, float] | None = None, sampler: str = "dpmpp",
+           prompt: str | list[str] | None = None, negative_prompt: str | None = None,
+           lora: str | Path | None = None, lora_scale: float = 1.0, guidance: float = 3.0, attr_scales: str | dict[str, float] | None = None, sampler: str = "dpmpp",
            steps: int = 25, seed: int = 0, eta: float = 0.0, init_noise: str = "normal", step_noise: bool = True,
            sweep: bool = False, sketch: str | Path | np.ndarray | None = None, batch_size: int = 64,
            out: str | Path | None = None, ncol: int | None = None, progress: Progress | None = None) -> dict[str, Any]:
@@ -132,7 +141,9 @@ def sample(model: str | Path | None = None, *, n: int = 16, attrs: str | dict[st
     ``attrs`` ("smiling=5,eyeglasses=3") are guided with scale ``guidance``; ``attr_scales`` gives some
     attributes their own scale (per-attribute guidance). ``sweep`` makes the attribute-sweep grid instead:
     one row per attribute, its levels 0..5 left to right, everything else fixed. ``sketch`` (a PNG path or
-    a uint8 array, dark lines on light paper) conditions a sketch-conditional latent model.
+    a uint8 array, dark lines on light paper) conditions a sketch-conditional latent model. ``prompt`` (one
+    text, or one per image) conditions a text-to-face model (``model`` None: the bundled one); ``lora`` applies
+    a LoRA file to it at ``lora_scale``.
     """
     from facediff.conditioning.attributes import attribute_sweep, parse_scales
     from facediff.errors import FacediffError
@@ -140,7 +151,7 @@ def sample(model: str | Path | None = None, *, n: int = 16, attrs: str | dict[st
 
     if out is not None:
         check_output(out)
-    pipe = load(model)
+    pipe = load(model, text=prompt is not None, lora=lora, lora_scale=lora_scale)
     scales = attr_scales if isinstance(attr_scales, dict) or attr_scales is None else parse_scales(attr_scales)
     if sweep:
         if not pipe.conditional:
@@ -150,7 +161,8 @@ def sample(model: str | Path | None = None, *, n: int = 16, attrs: str | dict[st
         ncol = pipe.num_levels
     else:
         conditions, seeds = parse_attrs(attrs), [seed + i for i in range(n)]
-    images = pipe(seeds=seeds, attrs=conditions, sketch=sketch, guidance=guidance, attr_scales=scales,
+    images = pipe(seeds=seeds, attrs=conditions, sketch=sketch, prompt=prompt, negative_prompt=negative_prompt,
+                  guidance=guidance, attr_scales=scales,
                   sampler=sampler, steps=steps, eta=eta, init_noise=init_noise, step_noise=step_noise,
                   batch_size=batch_size, progress=progress).images
     result: dict[str, Any] = {"images": images, "path": None}
@@ -169,15 +181,18 @@ def sample(model: str | Path | None = None, *, n: int = 16, attrs: str | dict[st
 def evaluate(model: str | Path | None, data: str | Path, *, metrics: str | None = None, n: int = 256,
              sampler: str = "dpmpp", steps: int = 25, guidance: float = 3.0, seed: int = 0,
              split: str | None = None, init_noise: str = "normal", step_noise: bool = True,
+             prompts: str = "caption", clip: str | None = None,
              out: str | Path | None = None, progress: Progress | None = None) -> dict[str, Any]:
-    """Sample ``model`` under the conditions of ``data`` and write metrics.json + report.html into ``out``."""
+    """Sample ``model`` under the conditions of ``data`` and write metrics.json + report.html into ``out``.
+    Text models are prompted with the labels field ``prompts`` (caption | caption_heldout); ``clip`` is a CLIP
+    model (local path or hub id) for the CLIP score."""
     from facediff.evaluation.evaluate import DEFAULT_METRICS, evaluate as _evaluate
 
     if out is not None:
         check_output(Path(out) / "metrics.json")
     return _evaluate(model, data, metrics=metrics or DEFAULT_METRICS, n=n, sampler=sampler, steps=steps,
                      guidance=guidance, seed=seed, split=split, init_noise=init_noise, step_noise=step_noise,
-                     out=out, progress=progress)
+                     prompts=prompts, clip=clip, out=out, progress=progress)
 
 
 # ----------------------------------------------------------------------------------------------- experiments

@@ -1,7 +1,7 @@
 """Typed, frozen run configuration.
 
 A run is described by one TOML file with sections ``[data]``, ``[model]``, ``[diffusion]``,
-``[train]``, ``[autoencoder]`` and ``[latent]``. Unknown keys are errors; ``--set section.key=value``
+``[train]``, ``[autoencoder]``, ``[latent]``, ``[text]`` and ``[lora]``. Unknown keys are errors; ``--set section.key=value``
 overrides single fields. The resolved config is written to ``RUN_DIR/config.json``.
 
 Every value is coerced to its field's declared type and checked (choices, ranges) exactly once, here, in each
@@ -65,7 +65,7 @@ class ModelConfig(_Checked):
     attention_head_dim: int = 32  # channels per attention head
     norm_num_groups: int = 8  # GroupNorm groups
     dropout: float = 0.0  # dropout inside ResNet blocks
-    conditioning: str = "attributes"  # none | attributes
+    conditioning: str = "attributes"  # none | attributes | text (cross-attention on [text] embeddings; kind t2i)
     attributes: tuple[str, ...] = ATTRIBUTES  # conditioned attributes, concatenated one-hots (null = zeros)
     num_levels: int = NUM_LEVELS  # levels per attribute
     in_channels: int = 3  # input channels (3 for pixels, latent channels for LDMs)
@@ -80,8 +80,9 @@ class DiffusionConfig(_Checked):
     prediction_type: str = "epsilon"  # network target: epsilon | v_prediction | sample (x0)
     loss_weighting: str = "none"  # none | min_snr (Hang et al. 2023, Min-SNR-gamma)
     snr_gamma: float = 5.0  # gamma of Min-SNR-gamma
-    cond_drop_prob: float = 0.1  # p of dropping the whole condition (classifier-free guidance training)
+    cond_drop_prob: float = 0.1  # p of dropping the whole condition / caption (classifier-free guidance training)
     attr_drop_prob: float = 0.1  # p of dropping each attribute alone (enables per-attribute guidance)
+    noise_offset: float = 0.0  # eps += offset * N(0, 1) per (sample, channel) (Guttenberg 2023; kohya's --noise_offset)
 
 
 @dataclass(frozen=True)
@@ -140,18 +141,47 @@ class LatentConfig(_Checked):
 
 
 @dataclass(frozen=True)
+class TextConfig(_Checked):
+    caption_field: str = "caption"  # labels.jsonl field holding the training captions
+    vocab_size: int = 1000  # BPE vocabulary target of the tokenizer built from the captions (kind t2i)
+    max_length: int = 77  # tokens per prompt, padded / truncated (CLIP's 77)
+    hidden_size: int = 128  # CLIP text-encoder width D (= the U-Net's cross_attention_dim)
+    num_layers: int = 3  # CLIP text-encoder transformer layers
+    num_heads: int = 4  # CLIP text-encoder attention heads
+    intermediate_size: int = 512  # CLIP text-encoder MLP width
+    train_encoder: bool = True  # t2i: train the text encoder jointly with the U-Net (False: frozen at init)
+    shuffle_caption: bool = False  # kohya's shuffle_caption: shuffle the comma-separated tags of each caption
+    keep_tokens: int = 0  # kohya's keep_tokens: leading tags kept in place when shuffling
+
+
+@dataclass(frozen=True)
+class LoraConfig(_Checked):
+    base: str = ""  # kind lora: the Stable-Diffusion-format pipeline fine-tuned (local folder or hub id)
+    rank: int = 4  # LoRA rank r of every adapted projection (Hu et al. 2021)
+    alpha: float = 4.0  # LoRA alpha: the update is (alpha / r) B A
+    targets: tuple[str, ...] = registry.LORA_TARGETS  # U-Net module-name suffixes that get adapters
+    text_encoder_rank: int = 0  # LoRA rank of the text encoder's q/k/v/out projections (0 = text encoder frozen)
+    full: bool = False  # fine-tune every U-Net weight instead of LoRA (seed 004), with EMA
+    resolution: int = 0  # training image side in pixels (0 = the base model's unet.sample_size x vae factor)
+    gradient_checkpointing: bool = False  # recompute activations in the backward pass (less memory, ~30 % slower)
+
+
+@dataclass(frozen=True)
 class RunConfig(_Checked):
-    kind: str = "ddpm"  # what is trained: ddpm | autoencoder | ldm | estimator
+    kind: str = "ddpm"  # what is trained: ddpm | autoencoder | ldm | t2i | lora | estimator
     data: DataConfig = field(default_factory=DataConfig)  # [data]
     model: ModelConfig = field(default_factory=ModelConfig)  # [model]
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)  # [diffusion]
     train: TrainConfig = field(default_factory=TrainConfig)  # [train]
     autoencoder: AutoencoderConfig = field(default_factory=AutoencoderConfig)  # [autoencoder]
     latent: LatentConfig = field(default_factory=LatentConfig)  # [latent]
+    text: TextConfig = field(default_factory=TextConfig)  # [text] (kinds t2i, lora)
+    lora: LoraConfig = field(default_factory=LoraConfig)  # [lora] (kind lora)
 
 
 _SECTIONS: dict[str, type] = {"data": DataConfig, "model": ModelConfig, "diffusion": DiffusionConfig,
-                              "train": TrainConfig, "autoencoder": AutoencoderConfig, "latent": LatentConfig}
+                              "train": TrainConfig, "autoencoder": AutoencoderConfig, "latent": LatentConfig,
+                              "text": TextConfig, "lora": LoraConfig}
 _SECTION_OF: dict[type, str] = {cls: name for name, cls in _SECTIONS.items()}
 _SECTION_OF[RunConfig] = "run"
 
@@ -280,6 +310,10 @@ def _positive_entries(v: tuple[int, ...]) -> str | None:
     return None if all(c >= 1 for c in v) else "every entry must be >= 1"
 
 
+def _nonempty(v: tuple[str, ...]) -> str | None:
+    return None if v and all(v) else "must list at least one name, e.g. [\"to_q\", \"to_v\"]"
+
+
 _POS, _NONNEG = _at_least(1), _at_least(0)
 
 _RULES: dict[str, dict[str, Rule]] = {
@@ -290,7 +324,7 @@ _RULES: dict[str, dict[str, Rule]] = {
     "diffusion": {"schedule": _choice(registry.SCHEDULES), "num_train_timesteps": _at_least(2),
                   "prediction_type": _choice(registry.PREDICTION_TYPES),
                   "loss_weighting": _choice(registry.LOSS_WEIGHTINGS), "snr_gamma": _above(0.0),
-                  "cond_drop_prob": _unit, "attr_drop_prob": _unit},
+                  "cond_drop_prob": _unit, "attr_drop_prob": _unit, "noise_offset": _NONNEG},
     "train": {"batch_size": _POS, "grad_accum": _POS, "max_steps": _POS, "time_budget_minutes": _NONNEG,
               "lr": _above(0.0), "weight_decay": _NONNEG, "warmup_steps": _NONNEG,
               "lr_schedule": _choice(registry.LR_SCHEDULES), "grad_clip": _NONNEG, "ema_decay": _unit_open,
@@ -304,6 +338,10 @@ _RULES: dict[str, dict[str, Rule]] = {
                     "disc_weight": _NONNEG, "disc_start": _NONNEG, "disc_channels": _POS,
                     "dead_code_restart": _NONNEG, "eval_every": _NONNEG, "eval_n": _POS},
     "latent": {"scale_factor": _NONNEG, "sketch_drop_prob": _unit},
+    "text": {"vocab_size": _at_least(300), "max_length": _at_least(4), "hidden_size": _POS, "num_layers": _POS,
+             "num_heads": _POS, "intermediate_size": _POS, "keep_tokens": _NONNEG},
+    "lora": {"rank": _POS, "alpha": _above(0.0), "targets": _nonempty, "text_encoder_rank": _NONNEG,
+             "resolution": _NONNEG},
     "run": {"kind": _choice(KINDS)},
 }
 
@@ -443,4 +481,4 @@ def load_config_json(path: str | Path) -> RunConfig:
 
 def cond_dim(model: ModelConfig) -> int:
     """Length of the concatenated one-hot attribute vector (0 for unconditional models)."""
-    return 0 if model.conditioning == "none" else len(model.attributes) * model.num_levels
+    return len(model.attributes) * model.num_levels if model.conditioning == "attributes" else 0

@@ -9,14 +9,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 # ------------------------------------------------------------------------------------------- training
-KINDS: tuple[str, ...] = ("ddpm", "autoencoder", "ldm", "estimator")  # what `facediff train KIND` trains
-CONDITIONING: tuple[str, ...] = ("none", "attributes")  # [model] conditioning of a denoiser
+KINDS: tuple[str, ...] = ("ddpm", "autoencoder", "ldm", "t2i", "lora", "estimator")  # what `facediff train KIND` trains
+CONDITIONING: tuple[str, ...] = ("none", "attributes", "text")  # [model] conditioning of a denoiser
 SCHEDULES: tuple[str, ...] = ("linear", "scaled_linear", "cosine")  # [diffusion] schedule (beta_t)
 PREDICTION_TYPES: tuple[str, ...] = ("epsilon", "v_prediction", "sample")  # [diffusion] network target
 LOSS_WEIGHTINGS: tuple[str, ...] = ("none", "min_snr")  # [diffusion] loss_weighting
 MIXED_PRECISION: tuple[str, ...] = ("auto", "no", "bf16", "fp16")  # [train] mixed_precision (fp16: CUDA only)
 LR_SCHEDULES: tuple[str, ...] = ("constant", "cosine")  # [train] lr_schedule after warmup
 AE_KINDS: tuple[str, ...] = ("vq", "kl")  # [autoencoder] kind
+LORA_TARGETS: tuple[str, ...] = ("to_q", "to_k", "to_v", "to_out.0")  # [lora] targets: the attention projections
 
 # ------------------------------------------------------------------------------------------- data
 SYNTH_STYLES: tuple[str, ...] = ("human", "anime", "mixed")  # SynthFaces styles
@@ -28,7 +29,8 @@ SAMPLERS: tuple[str, ...] = ("ddpm", "ddim", "dpmpp", "euler", "heun", "unipc") 
 INIT_NOISE: tuple[str, ...] = ("normal", "zero", "constant")  # x_T: N(0, I) | zeros | one value per channel
 
 # ------------------------------------------------------------------------------------------- evaluation
-METRICS: tuple[str, ...] = ("fd", "kid", "fd_by_condition", "attr", "faces", "diversity", "sketch", "timing")
+METRICS: tuple[str, ...] = ("fd", "kid", "fd_by_condition", "attr", "prompt", "clip", "faces", "diversity", "sketch",
+                             "timing")  # prompt: oracle agreement with the prompt (text models); clip: CLIP-S
 
 
 @dataclass(frozen=True)

@@ -200,6 +200,57 @@ def train_ldm(autoencoder: Optional[Path] = typer.Option(None, help="trained aut
     _train("ldm", config, extra + list(set_), out, resume, data)
 
 
+@train_app.command("t2i")
+@user_errors
+def train_t2i(autoencoder: Optional[Path] = typer.Option(None, help="trained autoencoder run or export dir"),
+              config: Optional[str] = typer.Option(None, help="preset name (e.g. t2i-64, tiny-t2i) or TOML file"),
+              set_: List[str] = typer.Option([], "--set", help="override: section.key=value"),
+              data: Optional[Path] = typer.Option(None, help="prepared data set with captions (default: SynthFaces)"),
+              out: Path = typer.Option(..., help="run directory"),
+              resume: bool = typer.Option(False, help="continue the run in --out")):
+    """Train a text-to-face latent model from scratch (tokenizer from the captions, CLIP text encoder,
+    cross-attention U-Net); the export is a plain Stable Diffusion pipeline folder."""
+    extra = [f"latent.autoencoder={autoencoder}"] if autoencoder else []
+    _train("t2i", config, extra + list(set_), out, resume, data)
+
+
+@train_app.command("lora")
+@user_errors
+def train_lora(base: Optional[str] = typer.Option(None, help="Stable-Diffusion-format folder or hub id"),
+               rank: Optional[int] = typer.Option(None, help="LoRA rank r ([lora] rank)"),
+               alpha: Optional[float] = typer.Option(None, help="LoRA alpha ([lora] alpha; update = alpha/r B A)"),
+               targets: Optional[str] = typer.Option(None, help="U-Net modules, e.g. to_q,to_k,to_v,to_out.0"),
+               text_encoder_rank: Optional[int] = typer.Option(None, help="LoRA rank on the text encoder (0 = off)"),
+               full: bool = typer.Option(False, help="fine-tune the whole U-Net instead (with EMA)"),
+               shuffle_caption: bool = typer.Option(False, help="kohya: shuffle comma-separated caption tags"),
+               keep_tokens: Optional[int] = typer.Option(None, help="kohya: leading tags kept in place"),
+               gradient_checkpointing: bool = typer.Option(False, help="less memory, ~30 % slower"),
+               resolution: Optional[int] = typer.Option(None, help="training side in px (default: the base's)"),
+               config: Optional[str] = typer.Option(None, help="preset name (e.g. lora) or TOML file"),
+               set_: List[str] = typer.Option([], "--set", help="override: section.key=value"),
+               data: Optional[Path] = typer.Option(None, help="prepared data set or image folder with captions"),
+               out: Path = typer.Option(..., help="run directory"),
+               resume: bool = typer.Option(False, help="continue the run in --out")):
+    """LoRA (or --full) fine-tuning of any Stable-Diffusion-format model on captioned images; exports
+    pytorch_lora_weights.safetensors (diffusers) and kohya_lora.safetensors (kohya UIs)."""
+    extra = [f"lora.{k}={v}" for k, v in (("base", base), ("rank", rank), ("alpha", alpha), ("targets", targets),
+                                          ("text_encoder_rank", text_encoder_rank), ("keep_tokens", keep_tokens),
+                                          ("resolution", resolution))
+             if v is not None]
+    extra = [e.replace("lora.keep_tokens", "text.keep_tokens") for e in extra]
+    extra += ["lora.full=true"] * full + ["text.shuffle_caption=true"] * shuffle_caption
+    extra += ["lora.gradient_checkpointing=true"] * gradient_checkpointing
+    if data is not None and data.is_dir() and not (data / "manifest.json").is_file():
+        from facediff import api
+
+        prepared = out / "cache" / "prepared"
+        if not (prepared / "manifest.json").is_file():
+            typer.echo(f"preparing the image folder {data} into {prepared}")
+            api.prepare("folder", data, prepared, size=resolution or 512)
+        data = prepared
+    _train("lora", config, extra + list(set_), out, resume, data)
+
+
 @train_app.command("estimator")
 @user_errors
 def train_estimator(data: Path = typer.Option(..., help="prepared data set with attribute labels"),
@@ -225,8 +276,13 @@ def train_estimator(data: Path = typer.Option(..., help="prepared data set with 
 # ------------------------------------------------------------------------------------------------ sample
 @app.command("sample")
 @user_errors
-def sample(model: Optional[Path] = typer.Option(None, help="run or export dir (default: the bundled model)"),
+def sample(model: Optional[str] = typer.Option(None, help="run or export dir, SD folder or hub id (default: "
+                                                        "the bundled model; with --prompt the bundled text model)"),
            attrs: Optional[str] = typer.Option(None, help="condition, e.g. smiling=5,eyeglasses=3"),
+           prompt: Optional[str] = typer.Option(None, help="text prompt (text-to-face models)"),
+           negative_prompt: Optional[str] = typer.Option(None, help="negative prompt (text-to-face models)"),
+           lora: Optional[Path] = typer.Option(None, help="LoRA file or folder (diffusers or kohya format)"),
+           lora_scale: float = typer.Option(1.0, help="LoRA strength"),
            attr_scales: Optional[str] = typer.Option(None, help="per-attribute guidance, e.g. smiling=6,age=2"),
            guidance: float = typer.Option(3.0, help="classifier-free guidance scale (1 = none)"),
            n: int = typer.Option(16, help="number of faces"),
@@ -244,7 +300,8 @@ def sample(model: Optional[Path] = typer.Option(None, help="run or export dir (d
     from facediff import api
 
     with Reporter() as rep:
-        res = api.sample(model, n=n, attrs=attrs, guidance=guidance, attr_scales=attr_scales, sampler=sampler.value,
+        res = api.sample(model, n=n, attrs=attrs, prompt=prompt, negative_prompt=negative_prompt, lora=lora,
+                         lora_scale=lora_scale, guidance=guidance, attr_scales=attr_scales, sampler=sampler.value,
                          steps=steps, seed=seed, eta=eta, init_noise=init_noise.value, step_noise=not no_step_noise,
                          sweep=sweep, sketch=sketch, batch_size=batch_size, out=out, progress=rep)
     typer.echo(f"wrote {len(res['images'])} faces to {res['path']}")
@@ -271,19 +328,28 @@ def eval_(model: Optional[Path] = typer.Option(None, help="run or export dir (de
           guidance: float = typer.Option(3.0, help="classifier-free guidance scale"),
           seed: int = typer.Option(0, help="seed"),
           split: Optional[str] = typer.Option(None, help="only this split of the data set"),
+          prompts: str = typer.Option("caption", help="text models: labels field of the prompts (caption | "
+                                                      "caption_heldout: SynthFaces' held-out paraphrases)"),
+          clip: Optional[str] = typer.Option(None, help="CLIP model folder or hub id for the CLIP score"),
           out: Path = typer.Option(..., help="output directory: metrics.json, report.html, report.md")):
     """Score a model against a data set (FD/KID in oracle space, attribute accuracy, faces, ...) with a report."""
     from facediff import api
 
     with Reporter() as rep:
         res = api.evaluate(model, data, metrics=metrics, n=n, sampler=sampler.value, steps=steps, guidance=guidance,
-                           seed=seed, split=split, out=out, progress=rep)
+                           seed=seed, split=split, prompts=prompts, clip=clip, out=out, progress=rep)
     keys = ("fd_oracle", "kid_oracle", "diversity")
     brief = {k: res[k] for k in keys if k in res}
     if "attr" in res:
         brief["attr_accuracy"] = res["attr"]["accuracy"]
     if "faces" in res:
         brief["face_rate"] = res["faces"].get("rate")
+    if "prompt" in res:
+        p = res["prompt"]
+        brief["prompt_attr_accuracy"] = p.get("attr", {}).get("mean_over_attributes")
+        brief.update({f"prompt_{k}_accuracy": (p[k] or {}).get("accuracy") for k in ("hair_colour", "style")})
+    if "clip" in res:
+        brief["clip_score"] = res["clip"].get("clip_score", res["clip"].get("note"))
     typer.echo(json.dumps(brief, indent=1))
     typer.echo(f"wrote {out / 'metrics.json'} and {out / 'report.html'}")
 

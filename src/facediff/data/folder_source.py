@@ -2,9 +2,9 @@
 
 Owns ``folder()`` and its parts: the safe directory walk (``_scan``: sorted, hidden entries skipped,
 symlinks checked), the ``metadata.jsonl`` / ``metadata.csv`` reader (``_read_metadata``) and the kohya
-``IMAGE.txt`` / ``IMAGE.caption`` sidecar captions (``_sidecar``). ``open_source("folder", ...)`` in
-``facediff.data.sources`` is the way in; the shared ``Record`` / ``Source`` types and path checks come
-from ``facediff.data.source_common``.
+``IMAGE.txt`` / ``IMAGE.caption`` sidecar captions (``_sidecar``: the first line, as kohya reads it).
+``open_source("folder", ...)`` in ``facediff.data.sources`` is the way in; the shared ``Record`` /
+``Source`` types and path checks come from ``facediff.data.source_common``.
 
 Paths never leave the folder: a metadata ``file_name`` that is absolute, contains ``..`` past the folder
 or a NUL byte, or a symlink (file or folder) that resolves outside it, is yielded as a Record with
@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from facediff.config import ATTRIBUTES
+from facediff.data.captions import first_line
 from facediff.data.source_common import (IMAGE_EXTENSIONS, SPLIT_ALIASES, Record, Source, _level, _read_bytes,
                                          _text, _within, check_name, decode_text)
 from facediff.errors import FacediffError
@@ -168,7 +169,10 @@ def _read_metadata(base: Path, scan: _Scan) -> tuple[dict[str, dict[str, Any]], 
 
 
 def _sidecar(image: Path, base: Path) -> tuple[str, tuple[str, ...]]:
-    """(kohya caption from IMAGE.txt / IMAGE.caption, notes); a sidecar resolving outside ``base`` is ignored."""
+    """(kohya caption from IMAGE.txt / IMAGE.caption, notes); a sidecar resolving outside ``base`` is ignored.
+
+    As kohya sd-scripts reads it, the caption is the sidecar's first line; further lines are dropped (noted).
+    """
     for ext in (".txt", ".caption"):
         p = image.with_suffix(ext)
         if not p.is_file():
@@ -180,7 +184,12 @@ def _sidecar(image: Path, base: Path) -> tuple[str, tuple[str, ...]]:
             text, bad = decode_text(p.read_bytes())
         except OSError as e:
             return "", (f"caption sidecar {rel}: cannot read it ({e.strerror or e}); ignored",)
-        return text.strip(), ((f"caption sidecar {rel}: invalid UTF-8; bytes replaced with U+FFFD",) if bad else ())
+        notes = (f"caption sidecar {rel}: invalid UTF-8; bytes replaced with U+FFFD",) if bad else ()
+        rest = [line for line in text.replace("\r\n", "\n").replace("\r", "\n").split("\n")[1:] if line.strip()]
+        if rest:
+            notes += (f"caption sidecar {rel}: only its first line is the caption (as kohya reads it); "
+                      f"{len(rest)} further line(s) ignored",)
+        return first_line(text), notes
     return "", ()
 
 

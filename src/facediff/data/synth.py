@@ -32,6 +32,7 @@ from facediff.data.synth_draw import Canvas, Look, hsv, mix
 from facediff.data.synth_features import paint_face
 from facediff.data.synth_parts import AGE_HEAD
 from facediff.data.synth_text import caption as make_caption
+from facediff.data.synth_text import caption_heldout as make_caption_heldout
 from facediff.errors import FacediffError
 from facediff.registry import SYNTH_STYLES
 
@@ -57,6 +58,16 @@ EYES_HUMAN = (("brown", (0.36, 0.21, 0.10)), ("dark brown", (0.20, 0.12, 0.07)),
 EYES_ANIME = (("blue", (0.20, 0.45, 0.95)), ("green", (0.15, 0.70, 0.40)), ("purple", (0.55, 0.30, 0.85)),
               ("red", (0.85, 0.15, 0.20)), ("amber", (0.95, 0.60, 0.10)), ("pink", (0.95, 0.40, 0.65)),
               ("teal", (0.10, 0.70, 0.70)), ("brown", (0.55, 0.32, 0.18)))
+#: Skin tone names (same order as the palettes), for captions and the labels row's skin_tone.
+SKIN_NAMES_HUMAN = ("pale", "fair", "light", "olive", "tan", "light brown", "brown", "dark brown")
+SKIN_NAMES_ANIME = ("porcelain", "fair", "peach", "tan", "bronze")
+#: Hair colour names the renderer writes into hair_colour, per style (from the palettes above), and the
+#: colours age forces on either style (4: grey, 5: grey or white).
+HAIR_COLOURS: dict[str, tuple[str, ...]] = {
+    "human": tuple(dict.fromkeys(name for name, _ in HAIR_HUMAN)),
+    "anime": tuple(dict.fromkeys(name for name, _ in HAIR_ANIME)),
+    "aged": ("grey", "white"),
+}
 FRAMES = ((0.05, 0.05, 0.06), (0.22, 0.12, 0.06), (0.08, 0.10, 0.28), (0.38, 0.05, 0.08), (0.20, 0.20, 0.22))
 
 
@@ -66,12 +77,14 @@ class SynthFace:
     image: np.ndarray  # uint8 (S, S, 3)
     sketch: np.ndarray  # uint8 (S, S): 255 = paper, 0 = ink
     mask: np.ndarray  # uint8 (S, S): ids of PART_NAMES
-    label: dict  # the labels.jsonl row: file, split, attributes, caption, style, hair_colour, ...
+    label: dict  # the labels.jsonl row: file, split, attributes, caption, caption_heldout, style, hair_colour, ...
 
 
 #: Rendering version written into each prepared set's manifest: bumped whenever the pictures of a given
-#: (seed, index) change (2: bolder smiling levels 0-3, lips visible in beards and on dark skin).
-GENERATOR = "facediff.synth/2"
+#: (seed, index) change (2: bolder smiling levels 0-3, lips visible in beards and on dark skin) and whenever
+#: the labels rows change (3: pictures as in 2; varied captions from 9 templates, caption_heldout from 4
+#: held-out ones, skin_tone and face_shape fields).
+GENERATOR = "facediff.synth/3"
 
 
 def _check_style(style: str) -> None:
@@ -144,19 +157,37 @@ def make_look(seed: int, index: int, style: str = "human", attributes: dict[str,
                 clothes, frame, lips, u)
 
 
+def skin_tone(look: Look) -> str:
+    """The name of the look's skin palette entry (the same draw that picked its colour)."""
+    names = SKIN_NAMES_ANIME if look.style == "anime" else SKIN_NAMES_HUMAN
+    return names[int(look.u[7] * len(names))]
+
+
+def face_shape(look: Look) -> str:
+    """'narrow' / 'oval' / 'wide' by the face width factor (0.93 .. 1.07), in thirds."""
+    return "narrow" if look.face_w < 0.93 + 0.14 / 3 else ("wide" if look.face_w > 0.93 + 0.28 / 3 else "oval")
+
+
 def _label(seed: int, index: int, look: Look) -> dict[str, Any]:
+    # Wording comes only from the text stream: the training caption's draws first, then the held-out one's.
     text_rng = np.random.default_rng([seed, index, _KEY_TEXT])
+    facts = dict(style=look.style, gender=look.gender, attributes=look.attrs, hair_colour=look.hair_name,
+                 hair_length=look.hair_length, eye_colour=look.eye_name, skin_tone=skin_tone(look),
+                 face_shape=face_shape(look), rng=text_rng)
+    text = make_caption(**facts)
     return {
         "file": f"synth/{seed}/{index:07d}",
         "split": "val" if index % 10 == 9 else "train",
         "attributes": dict(look.attrs),
-        "caption": make_caption(style=look.style, gender=look.gender, attributes=look.attrs,
-                                hair_colour=look.hair_name, hair_length=look.hair_length, rng=text_rng),
+        "caption": text,
+        "caption_heldout": make_caption_heldout(**facts),  # held-out templates only; for evaluation prompts
         "style": look.style,
         "hair_colour": look.hair_name,
         "hair_length": look.hair_length,
         "gender": look.gender,
         "eye_colour": look.eye_name,
+        "skin_tone": facts["skin_tone"],
+        "face_shape": facts["face_shape"],
         "seed": int(seed),
         "index": int(index),
     }

@@ -77,3 +77,20 @@ def betas(cfg: DiffusionConfig) -> torch.Tensor:
 def alphas_cumprod(cfg: DiffusionConfig) -> torch.Tensor:
     """alpha_bar_t = prod_{s<=t} (1 - beta_s) (Ho et al. 2020, eq. 4), float64 (T,)."""
     return torch.cumprod(1.0 - betas(cfg), dim=0)
+
+
+def diffusion_config_from_scheduler(sched: dict[str, Any], base: DiffusionConfig) -> DiffusionConfig:
+    """[diffusion] of a model trained elsewhere (e.g. a Stable Diffusion base), from its scheduler config:
+    T, the beta schedule and range, the prediction type; the loss settings of ``base`` are kept."""
+    from dataclasses import replace
+
+    from facediff.errors import FacediffError
+
+    ours = {v: k for k, v in _DIFFUSERS_SCHEDULE.items()}
+    name = sched.get("beta_schedule", "linear")
+    if sched.get("trained_betas") is not None or name not in ours:
+        raise FacediffError(f"scheduler beta_schedule = {name!r}{' with trained_betas' if sched.get('trained_betas') else ''}"
+                            f": facediff trains on {', '.join(_DIFFUSERS_SCHEDULE.values())} schedules")
+    return replace(base, schedule=ours[name], num_train_timesteps=int(sched.get("num_train_timesteps", 1000)),
+                   beta_start=float(sched.get("beta_start", 1e-4)), beta_end=float(sched.get("beta_end", 0.02)),
+                   prediction_type=sched.get("prediction_type", "epsilon"))

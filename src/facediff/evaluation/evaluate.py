@@ -109,8 +109,14 @@ def _score(gen: np.ndarray, gen_levels: np.ndarray, real: np.ndarray, real_level
 def evaluate(model: str | Path | None, data: str | Path, *, metrics: str | Sequence[str] = DEFAULT_METRICS,
              n: int = 256, sampler: str = "dpmpp", steps: int = 25, guidance: float = 3.0, seed: int = 0,
              split: str | None = None, batch_size: int = 64, init_noise: str = "normal", step_noise: bool = True,
+             prompts: str = "caption", clip: str | None = None,
              out: str | Path | None = None, progress: Progress | None = None) -> dict[str, Any]:
-    """Evaluate a model (run dir, export dir, or None = bundled default) against a prepared data set."""
+    """Evaluate a model (run dir, export dir, or None = bundled default) against a prepared data set.
+
+    Text models are prompted with the labels.jsonl field ``prompts`` of the sampled rows (``caption``, or
+    ``caption_heldout``: SynthFaces' held-out paraphrase templates); metric "prompt" scores the oracle's
+    agreement with each prompt, "clip" the CLIP score with the CLIP model at ``clip`` (a local path or hub id).
+    """
     from facediff.evaluation.autoencoder import evaluate_autoencoder_report
     from facediff.metrics.features import OracleFeatures
     from facediff.pipelines.load import load_pipeline, resolve_model_dir
@@ -132,6 +138,15 @@ def evaluate(model: str | Path | None, data: str | Path, *, metrics: str | Seque
     gen_levels = real_levels_all[rows] if pipe.conditional else np.full((n, len(attrs)), -1)
     conditions = ([{a: int(l) for a, l in zip(attrs, lv) if l >= 0} for lv in gen_levels]
                   if pipe.conditional else None)
+    texts = None
+    if pipe.takes_text:  # prompts of the sampled rows; the levels they name are what the images must show
+        from facediff.metrics.prompts import prompt_levels
+
+        texts = [str(ds.labels[int(r)].get(prompts) or "") for r in rows]
+        if not any(texts):
+            raise FacediffError(f"{data}: no labels.jsonl row has a {prompts!r} field to prompt the text model with; "
+                                "pass --prompts caption (or prepare the data set with captions)")
+        gen_levels = prompt_levels(texts, attrs)
     sketches = None
     if pipe.takes_sketch:
         if not ds.has_sketches:
@@ -139,7 +154,8 @@ def evaluate(model: str | Path | None, data: str | Path, *, metrics: str | Seque
         sketches = sketch_to_map(resize_batch(ds.sketches(rows), pipe.sample_size), pipe.latent_shape[1])
     pipe.network_evaluations = 0
     t0 = time.perf_counter()
-    gen = pipe(seeds=[seed * 100003 + i for i in range(n)], attrs=conditions, sketch=sketches, guidance=guidance,
+    gen = pipe(seeds=[seed * 100003 + i for i in range(n)], attrs=conditions, sketch=sketches, prompt=texts,
+               guidance=guidance,
                sampler=sampler, steps=steps, batch_size=batch_size, init_noise=init_noise, step_noise=step_noise,
                progress=progress).images
     seconds = time.perf_counter() - t0
@@ -152,11 +168,15 @@ def evaluate(model: str | Path | None, data: str | Path, *, metrics: str | Seque
     ref_idx, floor_idx = perm[:half][:max(n, 4)], perm[half:][:max(n, 4)]
     result: dict[str, Any] = {"model": str(resolve_model_dir(model)), "data": str(data), "n": n, "sampler": sampler,
                               "steps": steps, "guidance": guidance, "image_size": size}
+    if texts is not None:
+        result["prompts"] = prompts
     result.update(_score(gen, gen_levels, real_all[ref_idx], real_levels_all[ref_idx], wanted, extractor, attrs,
-                         pipe.conditional))
+                         pipe.conditional or texts is not None))
     floor_levels = real_levels_all[floor_idx]
     floor = _score(real_all[floor_idx], floor_levels, real_all[ref_idx], real_levels_all[ref_idx], wanted,
                    extractor, attrs, True)
+    if texts is not None:
+        _score_prompts(result, floor, gen, texts, real_all[rows], wanted, extractor, clip)
     if "sketch" in wanted and pipe.takes_sketch:
         result["sketch"] = sketch_fidelity(gen, real_all[rows])
         floor["sketch"] = sketch_fidelity(real_all[rows], real_all[rows])
@@ -168,6 +188,26 @@ def evaluate(model: str | Path | None, data: str | Path, *, metrics: str | Seque
     if out is not None:
         _write(out, result, gen, gen_levels, attrs, pipe)
     return result
+
+
+def _score_prompts(result: dict[str, Any], floor: dict[str, Any], gen: np.ndarray, texts: list[str],
+                   real_rows: np.ndarray, wanted: set[str], extractor, clip: str | None) -> None:
+    """Text-model scores: oracle agreement with the prompts ("prompt"), CLIP-S ("clip"); the floor scores
+    the real images of the same rows against the same prompts (their own captions)."""
+    if "prompt" in wanted:
+        from facediff.metrics.prompts import prompt_accuracy
+
+        result["prompt"], floor["prompt"] = prompt_accuracy(gen, texts, extractor), \
+            prompt_accuracy(real_rows, texts, extractor)
+    if "clip" in wanted:
+        if clip is None:
+            result["clip"] = {"note": "no CLIP weights given (--clip PATH_OR_HUB_ID); see 'prompt' for the oracle's "
+                                      "prompt agreement"}
+        else:
+            from facediff.metrics.clip_score import CLIPScorer
+
+            scorer = CLIPScorer(clip)
+            result["clip"], floor["clip"] = {"clip_score": scorer(gen, texts)}, {"clip_score": scorer(real_rows, texts)}
 
 
 def _is_autoencoder(p: Path) -> bool:

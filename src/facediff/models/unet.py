@@ -5,6 +5,9 @@ AdaGN conditioning (Dhariwal & Nichol 2021: GroupNorm(h) * (1 + scale) + shift, 
 ``resnet_time_scale_shift="scale_shift"``).
 
 * Unconditional models are diffusers ``UNet2DModel`` so plain ``DDPMPipeline`` loads the export.
+* Text models (kind t2i) are ``UNet2DConditionModel`` with cross-attention transformer blocks (Rombach et al.
+  2022, eq. 3: Attention(Q = W_Q phi(z_t), K = W_K tau(y), V = W_V tau(y)), tau = the text encoder), exactly
+  the Stable Diffusion U-Net, so the export is a plain ``StableDiffusionPipeline`` folder.
 * Attribute-conditional models are diffusers ``UNet2DConditionModel`` with ``class_embed_type="projection"``:
   the concatenated one-hot attribute vector c (null condition = zeros) goes through an MLP and is added to
   the timestep embedding, which then drives every AdaGN layer. No cross-attention blocks are used, so
@@ -23,10 +26,12 @@ from facediff.errors import FacediffError
 
 
 def _block_types(cfg: ModelConfig, sample_size: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """Down/up block names: self-attention at the levels whose feature-map side is in attention_resolutions."""
+    """Down/up block names: attention at the levels whose feature-map side is in attention_resolutions
+    (self-attention; for text models a transformer block with self- and cross-attention, as in Stable Diffusion)."""
+    attn = "CrossAttnDownBlock2D" if cfg.conditioning == "text" else "AttnDownBlock2D"
     down, res = [], sample_size
     for level in range(len(cfg.block_out_channels)):
-        down.append("AttnDownBlock2D" if res in cfg.attention_resolutions else "DownBlock2D")
+        down.append(attn if res in cfg.attention_resolutions else "DownBlock2D")
         if level < len(cfg.block_out_channels) - 1:
             res //= 2
     up = [name.replace("Down", "Up") for name in reversed(down)]
@@ -34,11 +39,12 @@ def _block_types(cfg: ModelConfig, sample_size: int) -> tuple[tuple[str, ...], t
 
 
 def build_unet(cfg: ModelConfig, sample_size: int, *, in_channels: int | None = None,
-               out_channels: int | None = None) -> nn.Module:
+               out_channels: int | None = None, cross_attention_dim: int | None = None) -> nn.Module:
     """Build the diffusers U-Net described by ``cfg`` for ``sample_size`` x ``sample_size`` inputs.
 
     ``in_channels`` / ``out_channels`` override cfg.in_channels (latent models: latent channels, plus the
-    concatenated sketch channel on the input side).
+    concatenated sketch channel on the input side); ``cross_attention_dim`` is the text encoder's width D
+    (text models only).
     """
     levels = len(cfg.block_out_channels)
     if sample_size % (2 ** (levels - 1)) != 0:
@@ -57,6 +63,15 @@ def build_unet(cfg: ModelConfig, sample_size: int, *, in_channels: int | None = 
     )
     if cfg.conditioning == "none":
         return UNet2DModel(**common, dropout=cfg.dropout)
+    if cfg.conditioning == "text":  # Stable Diffusion's layout: cross-attention on (B, L, D) token embeddings
+        if not cross_attention_dim:
+            raise FacediffError("[model] conditioning = 'text' needs the text encoder's width ([text] hidden_size)")
+        if not any(name.startswith("CrossAttn") for name in down):
+            raise FacediffError(f"[model] attention_resolutions = {list(cfg.attention_resolutions)}: a text model "
+                                f"needs cross-attention at one level at least; feature-map sides are "
+                                f"{[sample_size // 2 ** i for i in range(levels)]}")
+        return UNet2DConditionModel(**common, mid_block_type="UNetMidBlock2DCrossAttn",
+                                    cross_attention_dim=cross_attention_dim, dropout=cfg.dropout)
     return UNet2DConditionModel(
         **common, mid_block_type="UNetMidBlock2D", class_embed_type="projection",
         projection_class_embeddings_input_dim=cond_dim(cfg), cross_attention_dim=cfg.block_out_channels[-1],

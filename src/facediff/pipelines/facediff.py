@@ -1,8 +1,10 @@
 """``FacediffPipeline``: the one object that samples a trained model (CLI, evaluation, experiments, UI).
 
 A ``diffusers.DiffusionPipeline`` with the modules ``unet`` (UNet2DModel or UNet2DConditionModel), ``scheduler``
-(the training noise schedule as scheduler config; the sampler is chosen per call) and, for latent models,
-``vae`` (VQModel / AutoencoderKL with its ``scaling_factor``); the conditioner (which condition fields the
+(the training noise schedule as scheduler config; the sampler is chosen per call), for latent models ``vae``
+(VQModel / AutoencoderKL with its ``scaling_factor``) and for text models ``tokenizer`` + ``text_encoder``
+(any Stable-Diffusion-format model: ours, or a user's SD 1.x / 2.x folder, loaded by ``load_pipeline``;
+text exports are written as plain ``StableDiffusionPipeline`` folders by ``save_pipeline``); the conditioner (which condition fields the
 U-Net takes) is built from the pipeline config (``attributes``, ``num_levels``, ``sketch``). ``save_pretrained``
 / ``from_pretrained`` are diffusers' own, so every export is a folder plain diffusers reads component by
 component, and an unconditional pixel export loads as a plain ``DDPMPipeline``.
@@ -27,6 +29,7 @@ from diffusers.utils import BaseOutput
 
 from facediff.conditioning.conditioner import Conditioner
 from facediff.conditioning.sketch import load_sketch
+from facediff.conditioning.text import PromptEncoder
 from facediff.errors import FacediffError
 from facediff.imaging import to_uint8
 from facediff.models.unet import unet_call
@@ -45,12 +48,16 @@ class FacediffOutput(BaseOutput):
 
 
 class FacediffPipeline(DiffusionPipeline):
-    model_cpu_offload_seq = "unet->vae"
-    _optional_components = ["vae"]
+    model_cpu_offload_seq = "text_encoder->unet->vae"
+    _optional_components = ["vae", "tokenizer", "text_encoder"]
 
-    def __init__(self, unet, scheduler, vae=None, attributes=(), num_levels=6, sketch=False):
+    def __init__(self, unet, scheduler, vae=None, tokenizer=None, text_encoder=None, attributes=(), num_levels=6,
+                 sketch=False):
         super().__init__()
-        self.register_modules(unet=unet, scheduler=scheduler, vae=vae)  # vae None: a pixel model
+        if (tokenizer is None) != (text_encoder is None):
+            raise FacediffError("a text model needs both a tokenizer and a text_encoder")
+        # vae None: a pixel model; tokenizer/text_encoder None: no text input
+        self.register_modules(unet=unet, scheduler=scheduler, vae=vae, tokenizer=tokenizer, text_encoder=text_encoder)
         extra = {"attributes": list(attributes), "num_levels": int(num_levels)} if attributes else {}
         if sketch:
             extra["sketch"] = True
@@ -76,7 +83,12 @@ class FacediffPipeline(DiffusionPipeline):
 
     @property
     def conditioner(self) -> Conditioner:
-        return Conditioner(self._attributes, self._num_levels, self.latent_shape[1] if self._sketch else None)
+        text = PromptEncoder(self.tokenizer, self.text_encoder) if self.takes_text else None
+        return Conditioner(self._attributes, self._num_levels, self.latent_shape[1] if self._sketch else None, text)
+
+    @property
+    def takes_text(self) -> bool:
+        return getattr(self, "text_encoder", None) is not None
 
     @property
     def attributes(self) -> tuple[str, ...]:
@@ -115,14 +127,17 @@ class FacediffPipeline(DiffusionPipeline):
     # -- generation ----------------------------------------------------------------------------------
     @torch.no_grad()
     def __call__(self, n: int = 1, *, attrs: Mapping[str, int] | Sequence[Mapping[str, int] | None] | None = None,
-                 sketch: str | Path | np.ndarray | torch.Tensor | None = None, guidance: float = 3.0,
+                 sketch: str | Path | np.ndarray | torch.Tensor | None = None,
+                 prompt: str | Sequence[str] | None = None, negative_prompt: str | Sequence[str] | None = None,
+                 guidance: float = 3.0,
                  attr_scales: Mapping[str, float] | None = None, sampler: str = "dpmpp", steps: int = 25,
                  seed: int = 0, seeds: Sequence[int] | None = None, eta: float = 0.0, init_noise: str = "normal",
                  step_noise: bool = True, batch_size: int = 64, output_type: str = "np",
                  callback_on_step_end: Callable[..., dict | None] | None = None,
                  progress: Progress | None = None) -> FacediffOutput:
         """Generate ``n`` faces (or ``len(seeds)``). ``attrs``: one dict for all images or one per image;
-        ``sketch``: a PNG path / uint8 array (dark lines on light paper) or ink maps (n or 1, 1, h, w)."""
+        ``sketch``: a PNG path / uint8 array (dark lines on light paper) or ink maps (n or 1, 1, h, w);
+        ``prompt`` / ``negative_prompt``: one text for all images or one per image (text models)."""
         seeds = list(seeds) if seeds is not None else [seed + i for i in range(n)]
         n = len(seeds)
         if n < 1 or steps < 1 or batch_size < 1:
@@ -134,7 +149,15 @@ class FacediffPipeline(DiffusionPipeline):
         rows = list(attrs) if isinstance(attrs, (list, tuple)) else [attrs] * n
         if len(rows) != n:
             raise FacediffError(f"{len(rows)} attribute conditions for {n} images")
+        prompts = [prompt] * n if prompt is None or isinstance(prompt, str) else list(prompt)
+        negatives = [negative_prompt] * n if negative_prompt is None or isinstance(negative_prompt, str) \
+            else list(negative_prompt)
+        if len(prompts) != n or len(negatives) != n:
+            raise FacediffError(f"{len(prompts)} prompts and {len(negatives)} negative prompts for {n} images: "
+                                "give one, or one per image")
         conditioner = self.conditioner
+        if any(p is not None for p in negatives) and not conditioner.takes_text:
+            raise FacediffError("--negative-prompt needs a text-to-face model")
         if sketch is not None and not isinstance(sketch, torch.Tensor):
             if not conditioner.takes_sketch:
                 raise FacediffError("this model does not take a sketch; train an ldm with [latent] sketch = true")
@@ -148,8 +171,10 @@ class FacediffPipeline(DiffusionPipeline):
         for sl in chunks:
             m = sl.stop - sl.start
             chunk_sketch = None if sketch is None else (sketch if len(sketch) == 1 else sketch[sl])
-            cond = conditioner.encode(m, rows[sl], chunk_sketch)
-            denoise = guided_denoiser(self.denoise_fn, conditioner.branches(cond, guidance, attr_scales))
+            chunk_prompts = None if all(p is None for p in prompts[sl]) else [p or "" for p in prompts[sl]]
+            chunk_neg = None if all(p is None for p in negatives[sl]) else [p or "" for p in negatives[sl]]
+            cond = conditioner.encode(m, rows[sl], chunk_sketch, chunk_prompts)
+            denoise = guided_denoiser(self.denoise_fn, conditioner.branches(cond, guidance, attr_scales, chunk_neg))
 
             def on_step(done: int, total: int, t: torch.Tensor, x: torch.Tensor) -> bool:
                 self.num_timesteps = total

@@ -5,11 +5,15 @@ Formats, newest first:
   redesign; components in diffusers folders, the condition layout in the pipeline config.
 * ``facediff.json`` + ``unet/`` (+ ``vae/``) with ``"format": "facediff-export/1"``: exports written before it;
   loaded as they are (``load_legacy``). ``facediff convert OLD NEW`` rewrites one in the new format.
+* ``model_index.json`` of a ``StableDiffusionPipeline`` (our text-to-face exports, or a user's Stable
+  Diffusion 1.x / 2.x folder or hub id): its unet, vae, scheduler, tokenizer and text encoder in a
+  ``FacediffPipeline`` (``load_sd_components``); the safety checker is not loaded.
 * ``vae/`` only (an autoencoder export): not a diffusion model; a one-line error says so.
 """
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -19,16 +23,20 @@ from facediff.pipelines.facediff import TRAINING_CONFIG, FacediffPipeline
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 DEFAULT_MODEL_DIR = ASSETS / "default_model"
+DEFAULT_TEXT_MODEL_DIR = ASSETS / "text_model"  # the bundled text-to-face model (used for --prompt without --model)
 LEGACY_META = "facediff.json"
+SD_CLASSES = ("StableDiffusionPipeline",)  # model_index classes loaded as text models
 
 
-def resolve_model_dir(path: str | Path | None) -> Path:
-    """A run directory -> its export/; an export folder as is; None -> the bundled default model."""
+def resolve_model_dir(path: str | Path | None, *, text: bool = False) -> Path:
+    """A run directory -> its export/; an export folder as is; None -> the bundled default model (the bundled
+    text-to-face model when ``text``)."""
     if path is None:
-        if not (DEFAULT_MODEL_DIR / "model_index.json").is_file():
-            raise FacediffError(f"the bundled default model is missing from {DEFAULT_MODEL_DIR}; reinstall facediff "
-                                "or pass --model")
-        return DEFAULT_MODEL_DIR
+        default = DEFAULT_TEXT_MODEL_DIR if text else DEFAULT_MODEL_DIR
+        if not (default / "model_index.json").is_file():
+            raise FacediffError(f"the bundled {'text-to-face' if text else 'default'} model is missing from "
+                                f"{default}; reinstall facediff or pass --model")
+        return default
     p = Path(path)
     if not p.exists():
         raise FacediffError(f"--model {p}: no such file or directory")
@@ -53,13 +61,27 @@ def resolve_model_dir(path: str | Path | None) -> Path:
     raise FacediffError(f"--model {p}: not a facediff run or export folder (no model_index.json)")
 
 
-def load_pipeline(path: str | Path | None = None, device: str | torch.device = "cpu") -> FacediffPipeline:
-    """The ``FacediffPipeline`` of a run directory, an export folder or (None) the bundled default model."""
+def load_pipeline(path: str | Path | None = None, device: str | torch.device = "cpu", *,
+                  text: bool = False) -> FacediffPipeline:
+    """The ``FacediffPipeline`` of a run directory, an export folder, a Stable Diffusion folder / hub id or
+    (None) the bundled default model (the bundled text-to-face model when ``text``)."""
     from diffusers.utils import logging as dlogging
 
-    folder = resolve_model_dir(path)
+    if path is not None and not Path(path).exists() and _looks_like_hub_id(str(path)):
+        pipe = load_sd_components(str(path))
+        pipe.model_dir = None
+        return pipe.to(device)
+    lora_run = _lora_export(path)
+    if lora_run is not None:  # a LoRA run: its base, with the run's adapters
+        base = json.loads((lora_run / "lora_config.json").read_text())["base"]
+        pipe = load_pipeline(base, device)
+        apply_lora(pipe, lora_run, 1.0)
+        return pipe
+    folder = resolve_model_dir(path, text=text)
     if not (folder / "model_index.json").is_file():
         pipe = load_legacy(folder)
+    elif _index(folder).get("_class_name") in SD_CLASSES:
+        pipe = load_sd_components(folder)
     else:
         _check_index(folder)
         was = dlogging.is_progress_bar_enabled()
@@ -78,14 +100,106 @@ def load_pipeline(path: str | Path | None = None, device: str | torch.device = "
     return pipe.to(device)
 
 
-def _check_index(folder: Path) -> None:
+def _lora_export(path: str | Path | None) -> Path | None:
+    """The export folder of a LoRA run (``lora_config.json`` beside the adapter files), else None."""
+    if path is None:
+        return None
+    for folder in (Path(path), Path(path) / "export"):
+        if (folder / "lora_config.json").is_file():
+            return folder
+    return None
+
+
+def apply_lora(pipe: FacediffPipeline, lora: str | Path, scale: float = 1.0) -> dict:
+    """Load a LoRA file or folder (diffusers ``pytorch_lora_weights.safetensors`` with its adapter config, or a
+    kohya ``lora_unet_*`` file) into a text model's U-Net (+ text encoder) at strength ``scale``."""
+    from facediff.models.lora import load_lora
+
+    if not pipe.takes_text:
+        raise FacediffError(f"--lora {lora}: the model is not a text-to-image model (no text encoder); LoRA files "
+                            "apply to Stable-Diffusion-format models")
+    return load_lora(lora, pipe.unet, pipe.text_encoder, scale=scale)
+
+
+def _looks_like_hub_id(text: str) -> bool:
+    parts = text.split("/")
+    return len(parts) == 2 and all(parts) and not text.startswith((".", "~"))
+
+
+def _index(folder: Path) -> dict:
     try:
-        index = json.loads((folder / "model_index.json").read_text())
+        return json.loads((folder / "model_index.json").read_text())
     except ValueError:
         raise FacediffError(f"{folder / 'model_index.json'}: not valid JSON; re-export the model") from None
+
+
+@contextmanager
+def quiet_hf():
+    """No progress bars or info/warning chatter from diffusers / transformers while loading or saving (the
+    CLI shows its own progress; e.g. transformers warns at import that torchvision is absent)."""
+    from diffusers.utils import logging as dlog
+    from transformers.utils import logging as tlog
+
+    state = (dlog.is_progress_bar_enabled(), tlog.is_progress_bar_enabled(), dlog.get_verbosity(), tlog.get_verbosity())
+    dlog.disable_progress_bar()
+    tlog.disable_progress_bar()
+    dlog.set_verbosity_error()
+    tlog.set_verbosity_error()
+    try:
+        yield
+    finally:
+        (dlog.enable_progress_bar if state[0] else dlog.disable_progress_bar)()
+        (tlog.enable_progress_bar if state[1] else tlog.disable_progress_bar)()
+        dlog.set_verbosity(state[2])
+        tlog.set_verbosity(state[3])
+
+
+def load_sd_components(source: str | Path) -> FacediffPipeline:
+    """unet, vae, scheduler, tokenizer and text encoder of a Stable-Diffusion-format folder or hub id (safetensors
+    only; no safety checker) as a ``FacediffPipeline``. A hub id must already be in the local Hugging Face cache
+    when the machine is offline."""
+    try:
+        with quiet_hf():
+            from diffusers import StableDiffusionPipeline
+
+            sd = StableDiffusionPipeline.from_pretrained(str(source), use_safetensors=True, safety_checker=None,
+                                                         feature_extractor=None, requires_safety_checker=False)
+    except (OSError, ValueError, KeyError, EnvironmentError) as e:
+        raise FacediffError(f"--model {source}: cannot load it as a Stable Diffusion pipeline "
+                            f"({str(e).splitlines()[0][:200]})") from None
+    return FacediffPipeline(unet=sd.unet, scheduler=sd.scheduler, vae=sd.vae, tokenizer=sd.tokenizer,
+                            text_encoder=sd.text_encoder)
+
+
+def save_sd_pipeline(pipe: FacediffPipeline, out: str | Path, training_config: dict | None = None) -> Path:
+    """Write a text model as a plain ``StableDiffusionPipeline`` folder (model_index.json, tokenizer/,
+    text_encoder/, unet/, vae/, scheduler/; no safety checker) + ``training_config.json``, swapped in when
+    complete."""
+    from facediff.conditioning.text import save_tokenizer
+    from facediff.fsutil import replace_folder
+
+    with quiet_hf(), replace_folder(out, "the export") as tmp:
+        from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline
+
+        # plain diffusers users get DPM-Solver++ (good at 20 steps) over the training betas; facediff itself
+        # reads only the betas from this config and builds the sampler chosen per call
+        scheduler = DPMSolverMultistepScheduler.from_config({**dict(pipe.scheduler.config), "steps_offset": 1})
+        sd = StableDiffusionPipeline(vae=pipe.vae, text_encoder=pipe.text_encoder, tokenizer=pipe.tokenizer,
+                                     unet=pipe.unet, scheduler=scheduler, safety_checker=None,
+                                     feature_extractor=None, requires_safety_checker=False)
+        sd.save_pretrained(tmp, safe_serialization=True)
+        save_tokenizer(pipe.tokenizer, tmp / "tokenizer")
+        cfg = training_config if training_config is not None else pipe.training_config
+        if cfg is not None:
+            (tmp / TRAINING_CONFIG).write_text(json.dumps(cfg, indent=1))
+    return Path(out)
+
+
+def _check_index(folder: Path) -> None:
+    index = _index(folder)
     if index.get("_class_name") not in ("FacediffPipeline", "DDPMPipeline"):
-        raise FacediffError(f"{folder}: a {index.get('_class_name')!r} folder; facediff samples FacediffPipeline "
-                            "and DDPMPipeline exports")
+        raise FacediffError(f"{folder}: a {index.get('_class_name')!r} folder; facediff samples FacediffPipeline, "
+                            "DDPMPipeline and StableDiffusionPipeline exports")
     for name in ("unet", "vae"):
         if name in index and index[name][0] is not None:
             if not (folder / name / "diffusion_pytorch_model.safetensors").is_file():
@@ -130,6 +244,8 @@ def save_pipeline(pipe: FacediffPipeline, out: str | Path, training_config: dict
     (a full disk or a kill leaves the previous export as it was)."""
     from facediff.fsutil import replace_folder
 
+    if pipe.takes_text:
+        return save_sd_pipeline(pipe, out, training_config)
     with replace_folder(out, "the export") as tmp:
         pipe.save_pretrained(tmp, safe_serialization=True)
         cfg = training_config if training_config is not None else pipe.training_config

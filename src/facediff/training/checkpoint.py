@@ -54,7 +54,22 @@ def _optimizer_from_flat(opt: torch.optim.Optimizer, tensors: dict[str, torch.Te
 
 
 def _weights(module: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
+    """The module's state dict on the CPU; only the keys in ``module.checkpoint_keys`` when it has them (a LoRA
+    run saves its adapters, not the frozen multi-GB base it reloads from [lora] base)."""
+    keys = getattr(module, "checkpoint_keys", None)
+    return {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items() if keys is None or k in keys}
+
+
+def _load_weights(module: nn.Module, tensors: dict[str, torch.Tensor], file: Path) -> None:
+    keys = getattr(module, "checkpoint_keys", None)
+    if keys is None:
+        module.load_state_dict(tensors)
+        return
+    missing = sorted(set(keys) - set(tensors))
+    unexpected = module.load_state_dict(tensors, strict=False).unexpected_keys
+    if missing or unexpected:
+        raise FacediffError(f"{file}: does not match this run's trainable weights (missing {missing[:2]}, "
+                            f"unexpected {list(unexpected)[:2]}); was [lora] changed since it was written?")
 
 
 MANIFEST = "manifest.json"
@@ -203,9 +218,9 @@ def load_checkpoint(path: Path, model: nn.Module, ema: nn.Module | None, optimiz
     except (OSError, ValueError):
         raise FacediffError(f"{path / 'trainer.json'} is missing or damaged; delete {path} to resume from an "
                             "earlier checkpoint") from None
-    model.load_state_dict(load_file(str(path / "model.safetensors")))
+    _load_weights(model, load_file(str(path / "model.safetensors")), path / "model.safetensors")
     if ema is not None and (path / "ema.safetensors").is_file():
-        ema.load_state_dict(load_file(str(path / "ema.safetensors")))
+        _load_weights(ema, load_file(str(path / "ema.safetensors")), path / "ema.safetensors")
     if optimizer is not None:
         _optimizer_from_flat(optimizer, load_file(str(path / "optimizer.safetensors")), trainer["optimizer"])
     if lr_scheduler is not None:

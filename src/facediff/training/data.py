@@ -29,10 +29,21 @@ def resolve_dataset(cfg: DataConfig, cache_dir: Path) -> Path:
         return path
     from facediff.data.synth import write_synth
 
+    from facediff.data.synth import GENERATOR
+
     out = cache_dir / f"synth-{cfg.synth_style}-s{cfg.synth_seed}-n{cfg.synth_n}-{cfg.size}px"
-    if not (out / "manifest.json").is_file():
+    if not (out / "manifest.json").is_file() or _generator(out) != GENERATOR:  # a cache of an older renderer
         write_synth(out, n=cfg.synth_n, size=cfg.size, style=cfg.synth_style, seed=cfg.synth_seed, overwrite=True)
     return out
+
+
+def _generator(folder: Path) -> str | None:
+    import json
+
+    try:
+        return json.loads((folder / "manifest.json").read_text()).get("generator")
+    except (OSError, ValueError):
+        return None
 
 
 class EpochOrder:
@@ -69,7 +80,7 @@ class TrainingData:
     """In-memory uint8 images (+ attribute levels, + sketches) of a prepared data set at the training size."""
 
     def __init__(self, path: Path, data_cfg: DataConfig, attributes: tuple[str, ...] = (), *, seed: int = 0,
-                 need_labels: bool = False, sketches: bool = False):
+                 need_labels: bool = False, sketches: bool = False, caption_field: str | None = None):
         ds = PreparedDataset(path, split=data_cfg.split or None)
         if len(ds) == 0:
             raise FacediffError(f"{path}: the data set is empty (split {data_cfg.split!r})")
@@ -83,6 +94,8 @@ class TrainingData:
                 raise FacediffError(f"{path} has no sketches.npy: prepare it with --sketch xdog|canny, "
                                     "or set [latent] sketch = false")
             self.sketches = resize_batch(ds.sketches(), data_cfg.size)  # (N, S, S) uint8
+        # captions of the labels.jsonl field ``caption_field`` ("" where an image has none); None: not needed
+        self.captions = None if caption_field is None else [str(lab.get(caption_field) or "") for lab in ds.labels]
         self.n, self.hflip, self.size = len(ds), data_cfg.hflip, data_cfg.size
         self.order = EpochOrder(self.n, seed)
 

@@ -1,8 +1,11 @@
-"""Diffusion training (kind ddpm on pixels, kind ldm on a frozen autoencoder's latents): one task, one loop.
+"""Diffusion training: one task, one loop, for kind ddpm (pixels), ldm (a frozen autoencoder's latents), t2i
+(latents + captions, a new text model) and lora (a Stable-Diffusion-format base + LoRA or full fine-tuning;
+the text parts are in ``facediff.training.text``).
 
 Per optimizer step s, for every sample j of the step (all micro-batches and processes, drawn together from
 one generator seeded by (seed, s)): x_0 = E(image_j) (``PixelSpace`` or ``LatentSpace``), t_j ~ U{0..T-1},
-eps_j ~ N(0, I), the condition c_j with classifier-free-guidance dropout; x_t = sqrt(abar_t) x_0 +
+eps_j ~ N(0, I) (+ the noise offset d * N(0, 1) per sample and channel), the condition c_j (attributes, sketch,
+or the caption's token ids) with classifier-free-guidance dropout (a dropped caption is the empty prompt); x_t = sqrt(abar_t) x_0 +
 sqrt(1 - abar_t) eps; loss = mean_j w(t_j) ||f(x_t, t_j, c_j) - target_j||^2 (Ho et al. 2020; Min-SNR-gamma
 weights w, Hang et al. 2023). A process computes its micro-batch's rows only, so (batch b, accumulation k,
 processes p) sees the same samples and noise as (batch k*p*b, one process).
@@ -61,36 +64,55 @@ class LatentTargets:
         return torch.where(flip[:, None, None, None], self.z_flip[idx], self.z[idx])
 
 
+LATENT_KINDS = ("ldm", "t2i")  # kinds that train in a facediff autoencoder's latent space
+TEXT_KINDS = ("t2i", "lora")  # kinds conditioned on captions
+
+
 class DiffusionTask(Task):
     uses_ema = True
 
     def __init__(self, cfg: RunConfig, out: Path, progress: Progress | None = None):
-        if cfg.kind == "ldm" and not cfg.latent.autoencoder:
+        if cfg.kind in LATENT_KINDS and not cfg.latent.autoencoder:
             raise FacediffError("[latent] autoencoder is empty: pass --autoencoder AE_RUN_DIR (a trained autoencoder)")
+        if cfg.kind == "t2i" and cfg.model.conditioning != "text":
+            cfg = replace(cfg, model=replace(cfg.model, conditioning="text"))
         self.cfg, self.out, self.progress = cfg, Path(out), progress
         self.name = f"train {cfg.kind}"
         self.process = NoiseProcess(cfg.diffusion)
         self._step_cache: tuple[int, dict[str, torch.Tensor]] | None = None
+        self.text = cfg.kind in TEXT_KINDS
+        self.base = None  # kind lora: the loaded base pipeline
 
     # -- setup ---------------------------------------------------------------------------------------
     def build(self, acc: Accelerator, data_path: Path) -> None:
+        if self.cfg.kind == "lora":
+            from facediff.training.text import load_base
+
+            self.base, self.cfg = load_base(self.cfg)
+            self.process = NoiseProcess(self.cfg.diffusion)
         cfg = self.cfg
         m = cfg.model
-        attrs = m.attributes if m.conditioning == "attributes" else ()
+        attrs = m.attributes if m.conditioning == "attributes" and not self.text else ()
         self.attributes = attrs
         sketch = cfg.kind == "ldm" and cfg.latent.sketch
         self.data = TrainingData(data_path, cfg.data, attrs, seed=cfg.train.seed, need_labels=bool(attrs),
-                                 sketches=sketch)
-        if cfg.kind == "ldm":
-            from facediff.training.autoencoder import load_autoencoder
+                                 sketches=sketch, caption_field=cfg.text.caption_field if self.text else None)
+        if cfg.kind in LATENT_KINDS or self.base is not None:
+            if self.base is not None:
+                vae = self.base.vae
+            else:
+                from facediff.training.autoencoder import load_autoencoder
 
-            vae = load_autoencoder(cfg.latent.autoencoder)
+                vae = load_autoencoder(cfg.latent.autoencoder)
+                if int(vae.config.sample_size) != cfg.data.size:
+                    raise FacediffError(f"[data] size = {cfg.data.size} but the autoencoder was trained at "
+                                        f"{vae.config.sample_size} px; set --set data.size={vae.config.sample_size}")
             vae.requires_grad_(False)
-            if int(vae.config.sample_size) != cfg.data.size:
-                raise FacediffError(f"[data] size = {cfg.data.size} but the autoencoder was trained at "
-                                    f"{vae.config.sample_size} px; set --set data.size={vae.config.sample_size}")
             z, z_flip = self._encode_latents(vae)
-            scale = cfg.latent.scale_factor or float(1.0 / z.float().std())  # s = 1/std(z) (Rombach et al.)
+            if self.base is not None:  # the base U-Net was trained at the base VAE's scaling factor
+                scale = float(vae.config.scaling_factor)
+            else:
+                scale = cfg.latent.scale_factor or float(1.0 / z.float().std())  # s = 1/std(z) (Rombach et al.)
             self.cfg = cfg = replace(cfg, latent=replace(cfg.latent, scale_factor=scale))
             vae.register_to_config(scaling_factor=scale)
             self.space: PixelSpace | LatentSpace = LatentSpace(vae)
@@ -104,10 +126,24 @@ class DiffusionTask(Task):
         else:
             self.space, self.targets, self.sketch_maps = PixelSpace(), PixelTargets(self.data), None
             channels, net_size = m.in_channels, cfg.data.size
-        torch.manual_seed(cfg.train.seed)  # identical initial weights on every process
-        self.model = build_unet(m, net_size, in_channels=channels + (1 if sketch else 0), out_channels=channels)
+        if self.text:
+            from facediff.training.text import Captions, adapt_base, build_text_model, tokenizer_for_run
+
+            if self.base is not None:
+                self.tokenizer = self.base.tokenizer
+                self.model, self.trainable = adapt_base(cfg, self.base)
+                self.uses_ema = cfg.lora.full
+                self.model.checkpoint_keys = {k for k, p in self.model.named_parameters() if p.requires_grad}
+            else:
+                self.tokenizer = tokenizer_for_run(cfg, self.data.captions, self.out)
+                self.model = build_text_model(cfg, self.tokenizer, channels, net_size)
+            self.captions = Captions(self.data.captions, self.tokenizer, cfg)
+        else:
+            torch.manual_seed(cfg.train.seed)  # identical initial weights on every process
+            self.model = build_unet(m, net_size, in_channels=channels + (1 if sketch else 0), out_channels=channels)
         tc = cfg.train
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)
 
     @torch.no_grad()
     def _encode_latents(self, vae: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
@@ -150,6 +186,8 @@ class DiffusionTask(Task):
             draws["drop_sketch"] = drop_all | (torch.rand(n, generator=gen) < self.cfg.latent.sketch_drop_prob)
         draws["t"] = self.process.sample_timesteps(n, gen)
         draws["eps"] = torch.randn((n, *self.targets.shape), generator=gen)
+        if dc.noise_offset:  # eps + d * N(0, 1) per (sample, channel): learns to shift the mean brightness
+            draws["eps"] += dc.noise_offset * torch.randn((n, self.targets.shape[0], 1, 1), generator=gen)
         self._step_cache = (step, draws)
         return draws
 
@@ -168,6 +206,8 @@ class DiffusionTask(Task):
         if self.sketch_maps is not None:
             sk = torch.where(flip[:, None, None, None], self.sketch_maps[1][idx], self.sketch_maps[0][idx])
             cond["concat"] = torch.where(d["drop_sketch"][sl][:, None, None, None], torch.zeros_like(sk), sk)
+        if self.text:
+            cond["input_ids"] = self.captions.batch(idx, d["drop_all"][sl], self.cfg.train.seed, step)
         return x0, cond, d["t"][sl], d["eps"][sl]
 
     def losses(self, step: int, micro: int, rank: int, world: int):
@@ -175,16 +215,25 @@ class DiffusionTask(Task):
         dev = next(self.model.parameters()).device
         x0, t, eps = x0.to(dev), t.to(dev), eps.to(dev)
         x_t = self.process.add_noise(x0, eps, t)
-        pred = unet_call(self.model, x_t, t, **{k: v.to(dev) for k, v in cond.items()})
+        if self.text:  # f(x_t, t, tau(y)): the text encoder runs inside the trained module
+            pred = self.model(x_t, t, cond["input_ids"].to(dev))
+        else:
+            pred = unet_call(self.model, x_t, t, **{k: v.to(dev) for k, v in cond.items()})
         loss = self.process.loss(pred.float(), x0, eps, t).mean()
         return [loss], {}, len(x0)
 
     # -- outputs -------------------------------------------------------------------------------------
-    def pipeline(self, unet: nn.Module) -> FacediffPipeline:
+    def pipeline(self, model: nn.Module) -> FacediffPipeline:
         """The in-training model as a sampling pipeline (same code path as a loaded export)."""
-        sched = DDPMScheduler.from_config(scheduler_config(self.cfg.diffusion))
+        model = model.module if hasattr(model, "module") else model  # unwrap DDP
         vae = self.space.vae if isinstance(self.space, LatentSpace) else None
-        return FacediffPipeline(unet=unet, scheduler=sched, vae=vae, attributes=self.attributes,
+        if self.text:  # model = TextConditionedUNet; a lora run samples with the base's own scheduler
+            sched = self.base.scheduler if self.base is not None else \
+                DDPMScheduler.from_config(scheduler_config(self.cfg.diffusion))
+            return FacediffPipeline(unet=model.unet, scheduler=sched, vae=vae, tokenizer=self.tokenizer,
+                                    text_encoder=model.text_encoder)
+        sched = DDPMScheduler.from_config(scheduler_config(self.cfg.diffusion))
+        return FacediffPipeline(unet=model, scheduler=sched, vae=vae, attributes=self.attributes,
                                 num_levels=self.cfg.model.num_levels, sketch=self.sketch_maps is not None)
 
     def write_grid(self, unet: nn.Module, path: Path, seed: int = 0) -> Path:
@@ -196,7 +245,11 @@ class DiffusionTask(Task):
         scale = max(1, 64 // size)
         was = unet.training
         unet.eval()
-        if self.sketch_maps is not None:
+        if self.text:  # the first 8 captions of the data set, two seeds each
+            prompts = [c for c in self.data.captions if c][:8]
+            x = pipe(seeds=list(range(2 * len(prompts))), prompt=prompts * 2, **kw).images
+            grid = make_grid(to_uint8(x), len(prompts), scale=scale)
+        elif self.sketch_maps is not None:
             maps = self.sketch_maps[0][:8]
             x = pipe(seeds=list(range(len(maps))), sketch=maps, **kw).images
             shown = torch.nn.functional.interpolate(1 - 2 * maps, size=size, mode="nearest").expand(-1, 3, -1, -1)
@@ -213,24 +266,35 @@ class DiffusionTask(Task):
         return save_png(grid, path)
 
     def periodic(self, step: int, ema_model: nn.Module | None) -> None:
+        if not self.uses_ema and self.cfg.train.sample_every and step % self.cfg.train.sample_every == 0:
+            ema_model = self.model  # a LoRA run keeps no EMA: its grids show the current adapters
         if ema_model is not None and step < self.cfg.train.max_steps:
             self.write_grid(ema_model, self.out / "samples" / f"step-{step:07d}.png")
 
     def finish(self, step: int, ema_model: nn.Module | None) -> dict[str, Any]:
         from facediff.config import to_dict
 
-        export = save_pipeline(self.pipeline(ema_model), self.out / "export", to_dict(self.cfg))
-        grid = self.write_grid(ema_model, self.out / "samples" / f"step-{step:07d}.png")
-        return {"grid": str(grid), "export": str(export)}
+        model = ema_model if ema_model is not None else self.model
+        if self.base is not None and not self.cfg.lora.full:
+            from facediff.training.text import export_lora
+
+            export = export_lora(self.cfg, self.pipeline(model), self.out / "export")
+        else:
+            export = save_pipeline(self.pipeline(model), self.out / "export", to_dict(self.cfg))
+        grid = self.write_grid(model, self.out / "samples" / f"step-{step:07d}.png")
+        out = {"grid": str(grid), "export": str(export)}
+        if self.base is not None:
+            out["trainable_parameters"] = int(self.trainable)
+        return out
 
 
 def train_diffusion(cfg: RunConfig, out: str | Path, *, resume: bool = False,
                     progress: Progress | None = None) -> dict[str, Any]:
-    """Train the denoiser described by ``cfg`` (kind ddpm or ldm) into run directory ``out``."""
+    """Train the denoiser described by ``cfg`` (kind ddpm, ldm, t2i or lora) into run directory ``out``."""
     from facediff.training.loop import train_loop
 
-    if cfg.kind not in ("ddpm", "ldm"):
-        raise FacediffError(f"kind = {cfg.kind!r}: this trainer handles kind = 'ddpm' and 'ldm'")
+    if cfg.kind not in ("ddpm", "ldm", *TEXT_KINDS):
+        raise FacediffError(f"kind = {cfg.kind!r}: this trainer handles kind = ddpm, ldm, t2i and lora")
     return train_loop(DiffusionTask(cfg, out, progress), cfg, out, resume=resume, progress=progress)
 
 

@@ -1,0 +1,226 @@
+"""Text-to-face: tokenizer from captions, kind t2i through the one loop, the Stable Diffusion export (plain
+diffusers loads it and gives the same images as facediff), prompts in the pipeline, the CLI."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from facediff import api
+from facediff.conditioning.text import build_tokenizer, save_tokenizer, tokenize
+from facediff.errors import FacediffError
+
+CAPTIONS = ["A young woman with long blonde hair. She wears thick-framed glasses.",
+            "An elderly man with short grey hair has a full beard and a broad smile.",
+            "This anime-style teenage girl has purple hair with full bangs."] * 4
+
+
+def test_tokenizer_learns_caption_words_and_still_reads_anything(tmp_path):
+    from transformers import CLIPTokenizer
+
+    tok = build_tokenizer(CAPTIONS, vocab_size=1000, max_length=32)
+    words = tok.convert_ids_to_tokens(tok("thick-framed glasses, purple hair")["input_ids"])
+    assert words[0] == "<|startoftext|>" and words[-1] == "<|endoftext|>"
+    assert {"thick</w>", "framed</w>", "glasses</w>", "purple</w>", "hair</w>"} <= set(words)  # one token each
+    unseen = tok.convert_ids_to_tokens(tok("zebra")["input_ids"])[1:-1]
+    assert len(unseen) > 1 and "".join(unseen).replace("</w>", "") == "zebra"  # byte-level fallback
+    ids = tokenize(tok, CAPTIONS[:2])
+    assert ids.shape == (2, 32) and int(ids[0, -1]) == tok.pad_token_id == tok.eos_token_id
+    folder = save_tokenizer(tok, tmp_path / "tok")
+    assert torch.equal(tokenize(CLIPTokenizer.from_pretrained(str(folder)), CAPTIONS[:2]), ids)
+    # the slow-tokenizer files alone (what older transformers read) give the same ids
+    slow = CLIPTokenizer(vocab=json.loads((folder / "vocab.json").read_text()),
+                         merges=[tuple(m.split()) for m in (folder / "merges.txt").read_text().splitlines()[1:] if m],
+                         model_max_length=32)
+    assert torch.equal(tokenize(slow, CAPTIONS[:2]), ids)
+
+
+@pytest.fixture(scope="module")
+def t2i_run(tmp_path_factory):
+    from facediff.data.synth import write_synth
+
+    root = tmp_path_factory.mktemp("t2i")
+    ds = write_synth(root / "ds", n=48, size=16, style="mixed", seed=0)
+    api.train("autoencoder", "tiny-kl", root / "kl", overrides=[f"data.path={ds}", "train.max_steps=3",
+                                                                "autoencoder.disc_start=2"])
+    api.train("t2i", "tiny-t2i", root / "run", overrides=[f"data.path={ds}", f"latent.autoencoder={root / 'kl'}",
+                                                          "train.max_steps=4", "train.checkpoint_every=2"])
+    return root
+
+
+def test_t2i_export_is_a_plain_stable_diffusion_folder(t2i_run):
+    from diffusers import StableDiffusionPipeline
+
+    export = t2i_run / "run" / "export"
+    index = json.loads((export / "model_index.json").read_text())
+    assert index["_class_name"] == "StableDiffusionPipeline"
+    for part in ("tokenizer", "text_encoder", "unet", "vae", "scheduler"):
+        assert (export / part).is_dir(), part
+    assert (export / "tokenizer" / "vocab.json").is_file() and (export / "tokenizer" / "merges.txt").is_file()
+    sd = StableDiffusionPipeline.from_pretrained(export)
+    sd.set_progress_bar_config(disable=True)
+    out = sd("a smiling anime girl with purple hair", height=16, width=16, num_inference_steps=3,
+             output_type="np").images
+    assert out.shape == (1, 16, 16, 3) and np.isfinite(out).all()
+
+
+def test_plain_diffusers_and_facediff_give_the_same_image(t2i_run):
+    """Same prompt, seed, sampler and guidance: StableDiffusionPipeline and FacediffPipeline agree, so the
+    export is the model facediff samples (text encoding, CFG with the empty prompt, latents scale, decode)."""
+    from diffusers import StableDiffusionPipeline
+
+    from facediff.sampling.samplers import make_scheduler
+
+    export = t2i_run / "run" / "export"
+    ours = api.load(export)
+    sd = StableDiffusionPipeline.from_pretrained(export)
+    sd.scheduler = make_scheduler("ddim", dict(ours.scheduler.config))
+    sd.set_progress_bar_config(disable=True)
+    prompts = ["an old man with a bushy beard", "a little girl with full bangs"]
+    theirs = sd(prompts, height=16, width=16, num_inference_steps=4, guidance_scale=2.5, output_type="pt",
+                generator=[torch.Generator().manual_seed(s) for s in (7, 8)]).images  # [0, 1]
+    mine = ours(seeds=[7, 8], prompt=prompts, sampler="ddim", steps=4, guidance=2.5, output_type="pt").images
+    assert torch.allclose(mine, theirs * 2 - 1, atol=2e-4), (mine - (theirs * 2 - 1)).abs().max()
+    other = ours(seeds=[7, 8], prompt=["a smiling woman", "a man"], sampler="ddim", steps=4, guidance=2.5,
+                 output_type="pt").images
+    assert not torch.allclose(mine, other, atol=1e-3)  # the prompt reaches the network
+
+
+def test_prompt_rules(t2i_run, tiny_run):
+    pipe = api.load(t2i_run / "run")
+    with pytest.raises(FacediffError, match="not attribute-conditional"):
+        pipe(n=1, attrs={"smiling": 3}, steps=2)
+    with pytest.raises(FacediffError, match="one per image"):
+        pipe(n=3, prompt=["a", "b"], steps=2)
+    with pytest.raises(FacediffError, match="does not take a prompt"):
+        api.load(tiny_run)(n=1, prompt="a smiling woman", steps=2)
+    with pytest.raises(FacediffError, match="negative-prompt"):
+        api.load(tiny_run)(n=1, negative_prompt="glasses", steps=2)
+    a = pipe(seeds=[3], prompt="a young man", steps=3).images
+    b = pipe(seeds=[3], prompt="a young man", negative_prompt="glasses", steps=3).images
+    assert not np.array_equal(a, b)  # the negative prompt replaces the empty-prompt branch
+
+
+def test_t2i_resume_keeps_the_tokenizer_and_repeats_the_losses(t2i_run, tmp_path):
+    from facediff.data.synth import write_synth
+
+    ds = write_synth(tmp_path / "ds", n=32, size=16, style="human", seed=1)
+    base = [f"data.path={ds}", f"latent.autoencoder={t2i_run / 'kl'}", "train.log_every=1"]
+    api.train("t2i", "tiny-t2i", tmp_path / "full", overrides=base + ["train.max_steps=4"])
+    api.train("t2i", "tiny-t2i", tmp_path / "cut", overrides=base + ["train.max_steps=2", "train.checkpoint_every=2"])
+    tok_files = (tmp_path / "cut" / "state" / "tokenizer" / "tokenizer.json").read_bytes()
+    api.train("t2i", None, tmp_path / "cut", overrides=["train.max_steps=4"], resume=True)
+    assert (tmp_path / "cut" / "state" / "tokenizer" / "tokenizer.json").read_bytes() == tok_files
+
+    def losses(run):
+        rows = [json.loads(x) for x in (run / "logs" / "metrics.jsonl").read_text().splitlines()]
+        return [r["loss"] for r in rows if "loss" in r]
+
+    assert losses(tmp_path / "cut") == pytest.approx(losses(tmp_path / "full"), rel=1e-5)
+
+
+def test_caption_dropout_gives_the_empty_prompt(t2i_run):
+    from transformers import CLIPTokenizer
+
+    from facediff.config import load_config
+    from facediff.training.text import Captions
+
+    tok = CLIPTokenizer.from_pretrained(str(t2i_run / "run" / "export" / "tokenizer"))
+    caps = Captions(["a smiling woman", "an old man"], tok, load_config("tiny-t2i"))
+    ids = caps.batch(torch.tensor([0, 1]), torch.tensor([False, True]), seed=0, step=0)
+    assert torch.equal(ids[0], tokenize(tok, ["a smiling woman"])[0])
+    assert torch.equal(ids[1], tokenize(tok, [""])[0])
+    with pytest.raises(FacediffError, match="no image of the data set has a caption"):
+        Captions(["", ""], tok, load_config("tiny-t2i"))
+
+
+def test_cli_sample_with_prompt(t2i_run, tmp_path):
+    from typer.testing import CliRunner
+
+    from facediff.cli.main import app
+
+    out = tmp_path / "faces.png"
+    res = CliRunner().invoke(app, ["sample", "--model", str(t2i_run / "run"), "--prompt", "a smiling anime girl",
+                                   "--n", "2", "--steps", "2", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert out.is_file()
+    res = CliRunner().invoke(app, ["sample", "--model", str(t2i_run / "run"), "--attrs", "smiling=3", "--n", "1",
+                                   "--steps", "2", "--out", str(out)])
+    assert res.exit_code != 0 and "Traceback" not in res.output and "not attribute-conditional" in res.output
+
+
+def _tiny_clip(folder):
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
+
+    torch.manual_seed(0)
+    tok = build_tokenizer(CAPTIONS, vocab_size=1000, max_length=16)
+    text = dict(vocab_size=len(tok), hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                max_position_embeddings=16, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                pad_token_id=tok.pad_token_id)
+    vision = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, image_size=32,
+                  patch_size=8)
+    model = CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=8))
+    model.save_pretrained(folder)
+    CLIPProcessor(image_processor=CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}),
+                  tokenizer=tok).save_pretrained(folder)
+    return model, tok
+
+
+def test_clip_score_is_100_times_the_clamped_cosine_of_projected_features(tmp_path):
+    from facediff.metrics.clip_score import CLIPScorer
+
+    model, tok = _tiny_clip(tmp_path / "clip")
+    images = np.random.default_rng(0).integers(0, 255, (16, 32, 32, 3), dtype=np.uint8)
+    images[8:] = images[8:] // 4  # darker images: another part of the feature space
+    prompts = ["a smiling woman", "an old man", "purple hair", "thick-framed glasses"] * 4
+    got = CLIPScorer(tmp_path / "clip").per_pair(images, prompts)
+    # by hand: CLIP normalisation of the pixels, pooled vision/text states through their projections
+    mean = torch.tensor([0.48145466, 0.4578275, 0.40821073])[:, None, None]
+    std = torch.tensor([0.26862954, 0.26130258, 0.27577711])[:, None, None]
+    px = (torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255 - mean) / std
+    with torch.no_grad():
+        img = model.visual_projection(model.vision_model(pixel_values=px).pooler_output)
+        enc = tok(prompts, padding=True, return_tensors="pt")
+        txt = model.text_projection(model.text_model(**enc).pooler_output)
+    cos = torch.nn.functional.cosine_similarity(img, txt)
+    assert (cos > 0).any() and (cos < 0).any()  # both sides of the clamp are exercised
+    assert got == pytest.approx((100 * cos.clamp(min=0)).numpy(), abs=1e-3)
+
+
+def test_prompt_accuracy_scores_what_each_prompt_names():
+    from facediff.metrics.prompts import prompt_accuracy
+
+    class FakeOracle:  # predicts fixed facts for every image
+        class model:
+            class config:
+                attributes, num_levels = ("smiling", "age"), 6
+                hair_colours, styles = ("black", "purple"), ("anime", "human")
+
+        def predict(self, images):
+            n = len(images)
+            return {"smiling": np.full(n, 5), "age": np.full(n, 1), "hair_colour": np.full(n, 1),
+                    "style": np.full(n, 0)}
+
+    prompts = ["an anime girl with long purple hair and a big laugh", "a photo of an elderly man with black hair",
+               "a teenage boy"]
+    res = prompt_accuracy(np.zeros((3, 8, 8, 3), np.uint8), prompts, FakeOracle())
+    assert res["hair_colour"]["accuracy"] == pytest.approx(0.5)
+    assert res["hair_colour"]["per_value"] == {"black": {"n": 1, "accuracy": 0.0}, "purple": {"n": 1, "accuracy": 1.0}}
+    assert res["style"]["accuracy"] == pytest.approx(0.5)  # anime right, photo (human) wrong
+    per = res["attr"]["per_attribute"]
+    assert per["smiling"]["accuracy"] == pytest.approx(1.0)  # only prompt 0 names smiling
+    assert per["age"]["accuracy"] == pytest.approx(0.5)  # elderly (wrong), teenage (right)
+
+
+def test_evaluate_a_text_model_on_heldout_prompts(t2i_run, tmp_path):
+    res = api.evaluate(t2i_run / "run", t2i_run / "ds", metrics="fd,attr,prompt,clip", n=8, steps=2,
+                       prompts="caption_heldout", out=tmp_path / "ev")
+    assert res["prompts"] == "caption_heldout"
+    assert 0.0 <= res["prompt"]["attr"]["mean_over_attributes"] <= 1.0
+    assert res["prompt"]["style"]["n"] == 8 and "per_value" in res["prompt"]["hair_colour"]
+    assert "no CLIP weights" in res["clip"]["note"]
+    floor = res["floor_real_vs_real"]["prompt"]
+    assert floor["style"]["accuracy"] > 0.9  # the oracle reads the real images' own captions
+    assert (tmp_path / "ev" / "metrics.json").is_file()
