@@ -181,9 +181,10 @@ def sample(model: str | Path | None = None, *, n: int = 16, attrs: str | dict[st
 def evaluate(model: str | Path | None, data: str | Path, *, metrics: str | None = None, n: int = 256,
              sampler: str = "dpmpp", steps: int = 25, guidance: float = 3.0, seed: int = 0,
              split: str | None = None, init_noise: str = "normal", step_noise: bool = True,
-             prompts: str = "caption", clip: str | None = None,
+             prompts: str = "caption", clip: str | None = None, text: bool = False,
              out: str | Path | None = None, progress: Progress | None = None) -> dict[str, Any]:
-    """Sample ``model`` under the conditions of ``data`` and write metrics.json + report.html into ``out``.
+    """Sample ``model`` under the conditions of ``data`` and write metrics.json + report.html into ``out``
+    (``model`` None: the bundled default model, or the bundled text-to-face model when ``text``).
     Text models are prompted with the labels field ``prompts`` (caption | caption_heldout); ``clip`` is a CLIP
     model (local path or hub id) for the CLIP score."""
     from facediff.evaluation.evaluate import DEFAULT_METRICS, evaluate as _evaluate
@@ -192,7 +193,7 @@ def evaluate(model: str | Path | None, data: str | Path, *, metrics: str | None 
         check_output(Path(out) / "metrics.json")
     return _evaluate(model, data, metrics=metrics or DEFAULT_METRICS, n=n, sampler=sampler, steps=steps,
                      guidance=guidance, seed=seed, split=split, init_noise=init_noise, step_noise=step_noise,
-                     prompts=prompts, clip=clip, out=out, progress=progress)
+                     prompts=prompts, clip=clip, text=text, out=out, progress=progress)
 
 
 # ----------------------------------------------------------------------------------------------- experiments

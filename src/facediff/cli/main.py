@@ -331,13 +331,14 @@ def eval_(model: Optional[Path] = typer.Option(None, help="run or export dir (de
           prompts: str = typer.Option("caption", help="text models: labels field of the prompts (caption | "
                                                       "caption_heldout: SynthFaces' held-out paraphrases)"),
           clip: Optional[str] = typer.Option(None, help="CLIP model folder or hub id for the CLIP score"),
+          text: bool = typer.Option(False, help="without --model: the bundled text-to-face model"),
           out: Path = typer.Option(..., help="output directory: metrics.json, report.html, report.md")):
     """Score a model against a data set (FD/KID in oracle space, attribute accuracy, faces, ...) with a report."""
     from facediff import api
 
     with Reporter() as rep:
         res = api.evaluate(model, data, metrics=metrics, n=n, sampler=sampler.value, steps=steps, guidance=guidance,
-                           seed=seed, split=split, prompts=prompts, clip=clip, out=out, progress=rep)
+                           seed=seed, split=split, prompts=prompts, clip=clip, text=text, out=out, progress=rep)
     keys = ("fd_oracle", "kid_oracle", "diversity")
     brief = {k: res[k] for k in keys if k in res}
     if "attr" in res:

@@ -109,17 +109,18 @@ def _score(gen: np.ndarray, gen_levels: np.ndarray, real: np.ndarray, real_level
 def evaluate(model: str | Path | None, data: str | Path, *, metrics: str | Sequence[str] = DEFAULT_METRICS,
              n: int = 256, sampler: str = "dpmpp", steps: int = 25, guidance: float = 3.0, seed: int = 0,
              split: str | None = None, batch_size: int = 64, init_noise: str = "normal", step_noise: bool = True,
-             prompts: str = "caption", clip: str | None = None,
+             prompts: str = "caption", clip: str | None = None, text: bool = False,
              out: str | Path | None = None, progress: Progress | None = None) -> dict[str, Any]:
     """Evaluate a model (run dir, export dir, or None = bundled default) against a prepared data set.
 
     Text models are prompted with the labels.jsonl field ``prompts`` of the sampled rows (``caption``, or
     ``caption_heldout``: SynthFaces' held-out paraphrase templates); metric "prompt" scores the oracle's
     agreement with each prompt, "clip" the CLIP score with the CLIP model at ``clip`` (a local path or hub id).
+    ``text`` with ``model`` None: the bundled text-to-face model.
     """
     from facediff.evaluation.autoencoder import evaluate_autoencoder_report
     from facediff.metrics.features import OracleFeatures
-    from facediff.pipelines.load import load_pipeline, resolve_model_dir
+    from facediff.pipelines.load import load_pipeline
 
     wanted = set(metrics.split(",") if isinstance(metrics, str) else metrics)
     unknown = wanted - set(METRICS)
@@ -129,7 +130,7 @@ def evaluate(model: str | Path | None, data: str | Path, *, metrics: str | Seque
         raise FacediffError(f"--n {n}: at least 4 images are needed for FD/KID")
     if model is not None and _is_autoencoder(Path(model)):
         return evaluate_autoencoder_report(model, data, n=n, split=split, out=out)
-    pipe = load_pipeline(model)
+    pipe = load_pipeline(model, text=text)
     ds = PreparedDataset(data, split=split)
     rng = np.random.default_rng(seed)
     attrs = pipe.attributes or ATTRIBUTES
@@ -166,7 +167,7 @@ def evaluate(model: str | Path | None, data: str | Path, *, metrics: str | Seque
     perm = rng.permutation(len(ds))
     half = len(ds) // 2
     ref_idx, floor_idx = perm[:half][:max(n, 4)], perm[half:][:max(n, 4)]
-    result: dict[str, Any] = {"model": str(resolve_model_dir(model)), "data": str(data), "n": n, "sampler": sampler,
+    result: dict[str, Any] = {"model": str(getattr(pipe, "model_dir", None) or model), "data": str(data), "n": n, "sampler": sampler,
                               "steps": steps, "guidance": guidance, "image_size": size}
     if texts is not None:
         result["prompts"] = prompts
@@ -244,7 +245,7 @@ def _write(out: str | Path, result: dict[str, Any], gen: np.ndarray, gen_levels:
                 labels.append(f"{a}={level}")
             grids[f"by level: {a}"] = make_grid(np.concatenate(tiles), 8, scale=scale, row_labels=labels)
     plots = confusion_plots(result["attr"]) if "attr" in result else {}
-    model_dir = Path(pipe.model_dir)
+    model_dir = Path(pipe.model_dir) if getattr(pipe, "model_dir", None) else Path(str(result["model"]))
     run_dir = model_dir.parent if model_dir.name == "export" else None
     loss = run_dir / "logs" / "metrics.jsonl" if run_dir is not None else None
     cfg = pipe.training_config

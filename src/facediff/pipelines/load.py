@@ -73,9 +73,16 @@ def load_pipeline(path: str | Path | None = None, device: str | torch.device = "
         return pipe.to(device)
     lora_run = _lora_export(path)
     if lora_run is not None:  # a LoRA run: its base, with the run's adapters
-        base = json.loads((lora_run / "lora_config.json").read_text())["base"]
+        try:
+            base = json.loads((lora_run / "lora_config.json").read_text())["base"]
+        except (ValueError, KeyError):
+            raise FacediffError(f"{lora_run / 'lora_config.json'}: damaged (no 'base'); re-export the LoRA run") from None
+        if not Path(base).exists() and not _looks_like_hub_id(base):
+            raise FacediffError(f"--model {path}: a LoRA run whose base {base} is not there; pass "
+                                f"--model BASE --lora {lora_run}")
         pipe = load_pipeline(base, device)
         apply_lora(pipe, lora_run, 1.0)
+        pipe.model_dir = lora_run
         return pipe
     folder = resolve_model_dir(path, text=text)
     if not (folder / "model_index.json").is_file():

@@ -154,7 +154,8 @@ def export_lora(cfg: RunConfig, pipe, out: Path) -> Path:
         save_kohya(tmp / "kohya_lora.safetensors", pipe.unet, text_encoder,
                    base_model_version=_base_model_version(pipe.text_encoder))
         lc = cfg.lora
-        (tmp / LORA_CONFIG).write_text(json.dumps({"base": lc.base, "rank": lc.rank, "alpha": lc.alpha,
+        base = str(Path(lc.base).resolve()) if Path(lc.base).exists() else lc.base  # a folder: from anywhere
+        (tmp / LORA_CONFIG).write_text(json.dumps({"base": base, "rank": lc.rank, "alpha": lc.alpha,
                                                    "targets": list(lc.targets),
                                                    "text_encoder_rank": lc.text_encoder_rank}, indent=1))
         (tmp / TRAINING_CONFIG).write_text(json.dumps(to_dict(cfg), indent=1))
