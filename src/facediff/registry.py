@@ -40,7 +40,8 @@ class RecipeInfo:
     seed: str  # the write-up (and table) it reproduces
     summary: str  # one line for `facediff experiment list`
     budget_minutes: float  # default wall-clock budget (2 CPU cores, 32x32)
-    trains: bool  # True: trains its own models (``--model`` unused); False: samples ``--model``
+    trains: bool  # True: trains its own models (``--model`` refused); False: samples ``--model``
+    model_optional: bool = False  # trains, yet takes ``--model`` (an extra arm / the base it fine-tunes)
 
 
 RECIPES: dict[str, RecipeInfo] = {
@@ -50,7 +51,8 @@ RECIPES: dict[str, RecipeInfo] = {
                                 20.0, False),
     "seed002-grid": RecipeInfo("002 Table 4.1", "GA x T x Min-SNR x channels, 16 short runs, best per metric",
                                30.0, True),
-    "seed002-baselines": RecipeInfo("002 Table 3.1", "untrained model vs ground truth on every metric", 15.0, True),
+    "seed002-baselines": RecipeInfo("002 Table 3.1", "untrained model vs ground truth on every metric", 15.0, True,
+                                    model_optional=True),
     "sampler-sweep": RecipeInfo("002 Sec. 2.1", "DDPM-1000 vs DDIM / DPM-Solver++ / UniPC at 10, 20, 50 steps",
                                 30.0, False),
     "seed000": RecipeInfo("000", "VQ autoencoder + sketch-conditional LDM on anime faces (PSNR vs the seed's 25.31)",
@@ -58,6 +60,12 @@ RECIPES: dict[str, RecipeInfo] = {
     # the bundled oracle: 40 000 faces, 40 min on one thread
     "oracle": RecipeInfo("002 Sec. 3.2", "train the SynthFaces oracle (attribute estimator) within the budget",
                          40.0, True),
+    "seed004-hair": RecipeInfo("004 Fig. 2", "prompts differing only in hair colour / haircut: per-colour accuracy, "
+                               "what else changes (text model)", 15.0, False),
+    "lora-style": RecipeInfo("002 Table 4.3", "human text model -> LoRA r = 2/4/8 on anime faces: style, FD, "
+                             "parameters (--model: SD base)", 40.0, True, model_optional=True),
+    "seed002-compare": RecipeInfo("002 Table 4.4", "attribute DDPM vs text model (+ LoRA) on every metric",
+                                  45.0, True),
 }
 
 

@@ -66,11 +66,12 @@ def _run_oracle(ctx: Ctx) -> dict[str, Any]:
 
 
 def _recipes() -> dict[str, Recipe]:
-    from facediff.experiments import sampler_sweep, seed000, seed002, seed003
+    from facediff.experiments import sampler_sweep, seed000, seed002, seed003, text
 
     runs = {"seed003-timesteps": seed003.run_timesteps, "seed003-noise": seed003.run_noise,
             "seed002-grid": seed002.run_grid, "seed002-baselines": seed002.run_baselines,
-            "sampler-sweep": sampler_sweep.run_sweep, "seed000": seed000.run_seed000, "oracle": _run_oracle}
+            "sampler-sweep": sampler_sweep.run_sweep, "seed000": seed000.run_seed000, "oracle": _run_oracle,
+            "seed004-hair": text.run_hair, "lora-style": text.run_lora_style, "seed002-compare": text.run_compare}
     if set(runs) != set(RECIPE_INFO):
         raise RuntimeError(f"facediff.registry.RECIPES and the recipe functions disagree: {sorted(set(runs) ^ set(RECIPE_INFO))}")
     return {name: Recipe(name, RECIPE_INFO[name], runs[name]) for name in RECIPE_INFO}
@@ -86,8 +87,9 @@ def run_experiment(name: str, out: str | Path, *, data: str | Path | None = None
 
     ``data``: a prepared data set (default: SynthFaces rendered into OUT/data). ``budget_minutes``: the
     wall-clock budget (default: the recipe's). ``model``: the model of the sampling-only recipes (None = the
-    bundled default). ``n_eval``: images per evaluated arm (default: sized by the budget). ``tiny``: smoke-test
-    mode (tiny configs, 2 training steps, no throughput probes) for tests.
+    bundled default), the trained model of seed002-baselines, the SD-format base of lora-style
+    (``RecipeInfo.model_optional``). ``n_eval``: images per evaluated arm (default: sized by the budget). ``tiny``:
+    smoke-test mode (tiny configs, 2 training steps, no throughput probes) for tests.
     """
     if name not in RECIPES:
         raise FacediffError(f"unknown experiment {name!r} (known: {', '.join(RECIPES)})")
@@ -98,7 +100,7 @@ def run_experiment(name: str, out: str | Path, *, data: str | Path | None = None
         raise FacediffError(f"--budget-minutes {budget_minutes}: must be a positive number of minutes")
     if data is not None and not Path(data).is_dir():
         raise FacediffError(f"--data {data}: no such directory (a prepared data set from `facediff data prepare`)")
-    if model is not None and recipe.trains and name != "seed002-baselines":
+    if model is not None and recipe.trains and not recipe.info.model_optional:
         raise FacediffError(f"--model: experiment {name!r} trains its own models; drop --model")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
