@@ -155,8 +155,8 @@ def sample(model: str | Path | None = None, *, n: int = 16, attrs: str | dict[st
     scales = attr_scales if isinstance(attr_scales, dict) or attr_scales is None else parse_scales(attr_scales)
     if sweep:
         if not pipe.conditional:
-            raise FacediffError(f"{pipe.model_dir} is an unconditional model: --sweep needs an attribute-conditional "
-                                "model")
+            kind = "a text-to-face" if pipe.takes_text else "an unconditional"
+            raise FacediffError(f"{pipe.model_dir} is {kind} model: --sweep needs an attribute-conditional model")
         conditions, seeds = attribute_sweep(pipe.attributes, pipe.num_levels, seed)
         ncol = pipe.num_levels
     else:

@@ -362,7 +362,8 @@ def experiment(name: Recipe = typer.Argument(..., help="recipe name ('list' prin
                data: Optional[Path] = typer.Option(None, help="prepared data set (default: SynthFaces)"),
                budget_minutes: Optional[float] = typer.Option(None, help="CPU budget (default: the recipe's)"),
                size: int = typer.Option(32, help="image size: 32 or 64 (the seeds' resolution)"),
-               model: Optional[Path] = typer.Option(None, help="model for sampling-only recipes (default: bundled)"),
+               model: Optional[Path] = typer.Option(None, help="model of sampling recipes (default: the bundled one), "
+                                                    "or the base of lora-style / the extra arm of seed002-baselines"),
                n_eval: Optional[int] = typer.Option(None, help="generated images per arm (default: by budget)")):
     """Run a seed's table as a recipe: results.json, results.md (with the seed's numbers), report.html."""
     name = name.value
