@@ -224,3 +224,16 @@ def test_evaluate_a_text_model_on_heldout_prompts(t2i_run, tmp_path):
     floor = res["floor_real_vs_real"]["prompt"]
     assert floor["style"]["accuracy"] > 0.9  # the oracle reads the real images' own captions
     assert (tmp_path / "ev" / "metrics.json").is_file()
+
+
+def test_bundled_text_model_samples_with_no_model_and_is_small():
+    from facediff.pipelines.load import DEFAULT_TEXT_MODEL_DIR
+
+    size = sum(f.stat().st_size for f in DEFAULT_TEXT_MODEL_DIR.rglob("*") if f.is_file())
+    assert size < 30e6, size
+    assert not list(DEFAULT_TEXT_MODEL_DIR.rglob("*.bin")) and not list(DEFAULT_TEXT_MODEL_DIR.rglob("*.pt"))
+    res = api.sample(None, prompt="a smiling anime girl with purple hair and thick glasses", n=2, steps=2)
+    assert res["images"].shape == (2, 64, 64, 3)
+    a = api.sample(None, prompt="an elderly man with a bushy beard", n=1, steps=3)["images"]
+    b = api.sample(None, prompt="a little girl with full bangs", n=1, steps=3)["images"]
+    assert not np.array_equal(a, b)  # the prompt reaches the bundled model

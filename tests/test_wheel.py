@@ -113,7 +113,8 @@ def test_wheel_lists_modules_presets_and_assets(installed):
     missing = [f for f in expected if f"facediff/{f}" not in names]
     assert not missing, f"the wheel lacks {len(missing)} file(s) of src/facediff: {missing[:20]}"
     for f in ("facediff/presets/tiny-ddpm.toml", "facediff/registry.py", "facediff/config.py",
-              "facediff/assets/default_model/model_index.json", "facediff/assets/oracle/model.safetensors"):
+              "facediff/assets/default_model/model_index.json", "facediff/assets/oracle/model.safetensors",
+              "facediff/assets/text_model/model_index.json", "facediff/assets/text_model/tokenizer/tokenizer.json"):
         assert f in names, f
     assert not any("__pycache__" in n or n.endswith(".pyc") for n in names)
     assert not any(n.startswith(("tests/", "configs/", "benchmarks/")) for n in names)
