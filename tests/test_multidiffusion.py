@@ -298,3 +298,65 @@ def test_layout_file(tmp_path):
     path.write_text('width = "wide"\n')
     with pytest.raises(FacediffError, match="width = 'wide'"):
         load_layout(path)
+
+
+# ----------------------------------------------------------------------------------------------------- CLI
+def test_cli_compose_and_panorama(tmp_path, tiny_run):
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from facediff.cli.main import app
+
+    runner = CliRunner()
+    layout = tmp_path / "group.toml"
+    layout.write_text('width = 32\nheight = 16\nsteps = 2\nstride = 8\n'
+                      '[[region]]\nbox = [0, 0, 16, 16]\nattrs = { smiling = 5 }\n'
+                      '[[region]]\nbox = [16, 0, 32, 16]\nattrs = "smiling=0"\nguidance = 2.0\n')
+    out = tmp_path / "group.png"
+    res = runner.invoke(app, ["compose", "--model", str(tiny_run), "--layout", str(layout), "--out", str(out),
+                              "--save-masks", "--n", "2", "--bootstrap", "0.5"])
+    assert res.exit_code == 0, res.output
+    assert "3 views, 4 paths per step" in res.stdout
+    assert Image.open(out).size[1] == Image.open(tmp_path / "group-masks.png").size[1] > 16
+    pano = tmp_path / "pano.png"
+    res = runner.invoke(app, ["panorama", "--model", str(tiny_run), "--attrs", "smiling=5", "--width", "48",
+                              "--circular", "--steps", "2", "--out", str(pano)])
+    assert res.exit_code == 0 and pano.is_file() and "6 views per step" in res.stdout, res.output
+
+    def one_line_error(args):
+        r = runner.invoke(app, args)
+        err = r.stderr.strip()
+        assert r.exit_code == 2 and err.startswith("error: ") and "\n" not in err and "Traceback" not in r.output, \
+            r.output
+        return err
+
+    layout.write_text('width = 32\nheight = 16\n[[region]]\nbox = [20, 0, 40, 16]\n')
+    assert "region 1: box [20.0, 0.0, 40.0, 16.0] is not inside the 32x16 canvas" in one_line_error(
+        ["compose", "--model", str(tiny_run), "--layout", str(layout), "--out", str(out)])
+    assert "no such file" in one_line_error(["compose", "--model", str(tiny_run), "--layout", str(tmp_path / "x.toml")])
+    assert "this model does not take a prompt" in one_line_error(
+        ["panorama", "--model", str(tiny_run), "--prompt", "a face", "--width", "32"])
+    assert "smaller than the model's native size" in one_line_error(
+        ["panorama", "--model", str(tiny_run), "--width", "8"])
+
+
+def test_seed001_recipe_scores_regions_and_leakage(tmp_path, tiny_run, monkeypatch):
+    import json
+
+    from facediff.experiments.registry import run_experiment
+    from facediff.experiments.seed001 import _score
+    from facediff.models.estimator import AttributeEstimator, EstimatorConfig, save_estimator
+
+    oracle = save_estimator(AttributeEstimator(EstimatorConfig(size=16, widths=(8, 16), feature_dim=24)),
+                            tmp_path / "oracle")
+    monkeypatch.setattr("facediff.metrics.features.oracle_dir", lambda: oracle)
+    res = run_experiment("seed001", tmp_path / "exp", model=tiny_run, size=16, budget_minutes=1, tiny=True)
+    saved = json.loads((tmp_path / "exp" / "results.json").read_text())
+    assert [a["k"] for a in saved["arms"]] == [None, 0.0, 0.2, 0.4] and res["n"] == 1
+    md = (tmp_path / "exp" / "results.md").read_text()
+    assert "leakage" in md and "| plain (unfused, native size) |" in md and "k = 40 %" in md
+    assert "data:image/png;base64" in (tmp_path / "exp" / "report.html").read_text()
+    # the scoring itself: region 0 asked smiling 5, its neighbours 0; it shows 0 -> wrong and leaked
+    conds = [[{"smiling": 5}, {"smiling": 0}, {"smiling": 0}, {"smiling": 5}]]
+    s = _score({"smiling": np.array([0, 0, 0, 5])}, conds, ("smiling",))
+    assert s["accuracy"] == 0.75 and s["leak_pairs"] == 8 and s["leakage"] == 2 / 8

@@ -177,6 +177,69 @@ def sample(model: str | Path | None = None, *, n: int = 16, attrs: str | dict[st
     return result
 
 
+# ----------------------------------------------------------------------------------------------- compose
+def _save_compositions(images: np.ndarray, out: str | Path) -> Path:
+    from facediff.imaging import make_grid, save_png
+
+    scale = max(1, 256 // min(images.shape[1:3]))
+    return save_png(make_grid(images, len(images), scale=scale) if len(images) > 1 else
+                    np.kron(images[0], np.ones((scale, scale, 1), np.uint8)), out)
+
+
+def _compose_result(res, out: str | Path | None, save_masks: bool) -> dict[str, Any]:
+    from facediff.pipelines.compose import overlay_masks
+
+    result: dict[str, Any] = {"images": res.images, "masks": res.masks, "views": res.views, "paths": res.paths,
+                              "path": None, "masks_path": None}
+    if out is not None:
+        result["path"] = _save_compositions(res.images, out)
+        if save_masks:
+            over = np.stack([overlay_masks(im, res.masks) for im in res.images])
+            result["masks_path"] = _save_compositions(over, Path(out).with_name(Path(out).stem + "-masks.png"))
+    return result
+
+
+def compose(model: str | Path | None, layout: "str | Path | Any", *, n: int = 1, steps: int | None = None,
+            sampler: str | None = None, seed: int | None = None, bootstrap: float | None = None,
+            out: str | Path | None = None, save_masks: bool = False, batched: bool = True,
+            callback_on_step_end: Any = None, progress: Progress | None = None) -> dict[str, Any]:
+    """Compose one image from regions, each with its own condition (MultiDiffusion; layout file format in the
+    README). ``layout``: a TOML path or a ``facediff.pipelines.compose.Layout``; ``steps`` / ``sampler`` /
+    ``seed`` / ``bootstrap`` override the layout's. ``model`` None: the bundled text model when some region
+    has a prompt, else the bundled attribute model. Returns {"images", "masks", "views", "paths", "path",
+    "masks_path"}; ``save_masks`` also writes the masks tinted over the result (OUT-masks.png)."""
+    from facediff.pipelines.compose import compose as _compose, load_layout
+
+    if out is not None:
+        check_output(out)
+    lay = load_layout(layout) if isinstance(layout, (str, Path)) else layout
+    for key, value in (("steps", steps), ("sampler", sampler), ("seed", seed), ("bootstrap", bootstrap)):
+        if value is not None:
+            setattr(lay, key, value)
+    text = any(r.prompt is not None for r in [lay.background, *lay.regions])
+    pipe = load(model, text=text)
+    res = _compose(pipe, lay, n=n, batched=batched, callback_on_step_end=callback_on_step_end, progress=progress)
+    return _compose_result(res, out, save_masks)
+
+
+def panorama(model: str | Path | None = None, *, width: int, height: int | None = None, prompt: str | None = None,
+             negative_prompt: str | None = None, attrs: str | dict[str, int] | None = None, circular: bool = False,
+             stride: int | None = None, steps: int = 25, sampler: str = "ddim", guidance: float = 3.0, seed: int = 0,
+             n: int = 1, out: str | Path | None = None, callback_on_step_end: Any = None,
+             progress: Progress | None = None) -> dict[str, Any]:
+    """A wide (or tall) canvas under one condition: overlapping native-size windows fused every step;
+    ``circular`` wraps the left and right edges (a 360-degree panorama). ``height`` None: the model's size."""
+    from facediff.pipelines.compose import panorama as _panorama
+
+    if out is not None:
+        check_output(out)
+    pipe = load(model, text=prompt is not None)
+    res = _panorama(pipe, width=width, height=height, prompt=prompt, negative_prompt=negative_prompt,
+                    attrs=parse_attrs(attrs), circular=circular, stride=stride, steps=steps, sampler=sampler,
+                    guidance=guidance, seed=seed, n=n, callback_on_step_end=callback_on_step_end, progress=progress)
+    return _compose_result(res, out, False)
+
+
 # ----------------------------------------------------------------------------------------------- evaluate
 def evaluate(model: str | Path | None, data: str | Path, *, metrics: str | None = None, n: int = 256,
              sampler: str = "dpmpp", steps: int = 25, guidance: float = 3.0, seed: int = 0,

@@ -60,6 +60,8 @@ RECIPES: dict[str, RecipeInfo] = {
     # the bundled oracle: 40 000 faces, 40 min on one thread
     "oracle": RecipeInfo("002 Sec. 3.2", "train the SynthFaces oracle (attribute estimator) within the budget",
                          40.0, True),
+    "seed001": RecipeInfo("001", "group photo: 2x2 faces with their own attributes (or prompts), bootstrapping "
+                          "k = 0 / 20 / 40 % vs plain sampling: per-region accuracy, leakage", 20.0, False),
     "seed004-hair": RecipeInfo("004 Fig. 2", "prompts differing only in hair colour / haircut: per-colour accuracy, "
                                "what else changes (text model)", 15.0, False),
     "lora-style": RecipeInfo("002 Table 4.3", "human text model -> LoRA r = 2/4/8 on anime faces: style, FD, "

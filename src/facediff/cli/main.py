@@ -307,6 +307,61 @@ def sample(model: Optional[str] = typer.Option(None, help="run or export dir, SD
     typer.echo(f"wrote {len(res['images'])} faces to {res['path']}")
 
 
+@app.command("compose")
+@user_errors
+def compose(model: Optional[str] = typer.Option(None, help="run or export dir, SD folder or hub id (default: the "
+                                                         "bundled text model if a region has a prompt, else the "
+                                                         "bundled attribute model)"),
+            layout: Path = typer.Option(..., help="layout TOML: canvas, background, [[region]] boxes or masks"),
+            n: int = typer.Option(1, help="compositions (image i uses seed + i)"),
+            steps: Optional[int] = typer.Option(None, help="sampler steps (default: the layout's, else 25)"),
+            sampler: Optional[Sampler] = typer.Option(None, help="sampler (default: the layout's, else ddim)"),
+            seed: Optional[int] = typer.Option(None, help="seed (default: the layout's, else 0)"),
+            bootstrap: Optional[float] = typer.Option(None, help="fraction of steps with bootstrapping (0..1)"),
+            save_masks: bool = typer.Option(False, help="also write the masks over the result (OUT-masks.png)"),
+            out: Path = typer.Option(Path("composition.png"), help="output PNG")):
+    """Compose one image from regions, each with its own prompt / attributes / sketch (MultiDiffusion)."""
+    from facediff import api
+
+    if n < 1 or (steps is not None and steps < 1):
+        raise FacediffError(f"--n {n} / --steps {steps}: each must be at least 1")
+    with Reporter() as rep:
+        res = api.compose(model, layout, n=n, steps=steps, sampler=None if sampler is None else sampler.value,
+                          seed=seed, bootstrap=bootstrap, out=out, save_masks=save_masks, progress=rep)
+    extra = f" and the masks to {res['masks_path']}" if res["masks_path"] else ""
+    typer.echo(f"wrote {len(res['images'])} composition(s) ({res['views']} views, {res['paths']} paths per step) "
+               f"to {res['path']}{extra}")
+
+
+@app.command("panorama")
+@user_errors
+def panorama(model: Optional[str] = typer.Option(None, help="run or export dir, SD folder or hub id (default: "
+                                                          "the bundled model; with --prompt the bundled text model)"),
+             prompt: Optional[str] = typer.Option(None, help="text prompt (text-to-face models)"),
+             negative_prompt: Optional[str] = typer.Option(None, help="negative prompt (text-to-face models)"),
+             attrs: Optional[str] = typer.Option(None, help="attributes, e.g. smiling=5 (attribute models)"),
+             width: int = typer.Option(..., help="canvas width in pixels"),
+             height: Optional[int] = typer.Option(None, help="canvas height in pixels (default: the model's size)"),
+             stride: Optional[int] = typer.Option(None, help="window stride in pixels (default: half the window)"),
+             circular: bool = typer.Option(False, help="wrap the left and right edges (360-degree panorama)"),
+             guidance: float = typer.Option(3.0, help="classifier-free guidance scale"),
+             steps: int = typer.Option(25, help="sampler steps"),
+             sampler: Sampler = typer.Option("ddim", help="sampler"),
+             seed: int = typer.Option(0, help="image i uses seed + i"),
+             n: int = typer.Option(1, help="panoramas"),
+             out: Path = typer.Option(Path("panorama.png"), help="output PNG")):
+    """A wide canvas under one condition: overlapping windows fused at every step."""
+    from facediff import api
+
+    if n < 1 or steps < 1:
+        raise FacediffError(f"--n {n} / --steps {steps}: each must be at least 1")
+    with Reporter() as rep:
+        res = api.panorama(model, width=width, height=height, prompt=prompt, negative_prompt=negative_prompt,
+                           attrs=attrs, circular=circular, stride=stride, steps=steps, sampler=sampler.value,
+                           guidance=guidance, seed=seed, n=n, out=out, progress=rep)
+    typer.echo(f"wrote {len(res['images'])} panorama(s) ({res['views']} views per step) to {res['path']}")
+
+
 @app.command("convert")
 @user_errors
 def convert(old: Path = typer.Argument(..., help="an export or run folder, e.g. one with facediff.json"),

@@ -48,9 +48,9 @@ class Region:
     mask: str | Path | np.ndarray | None = None  # instead of a box: canvas-sized grayscale image, white = inside
     soft: bool = False  # keep a mask's grey levels as weights (else threshold at 0.5)
     feather: float = 0.0  # Gaussian blur of the mask edge, sigma in pixels (makes the mask soft)
-    prompt: str | None = None  # text models
+    prompt: str | list[str] | None = None  # text models (a list: one prompt per image of the batch)
     negative_prompt: str | None = None  # text models: the guidance's null branch
-    attrs: dict[str, int] | str | None = None  # attribute models, e.g. {"smiling": 5} or "smiling=5"
+    attrs: dict[str, int] | str | list | None = None  # attribute models: {"smiling": 5}, "smiling=5", or one per image
     sketch: str | Path | np.ndarray | None = None  # sketch models: drawn into the box
     guidance: float | None = None  # this region's guidance scale (None: the layout's)
 
@@ -207,14 +207,24 @@ class ComposeOutput:
 def _region_branches(pipe, region: Region, where: str, n: int, guidance: float, lmask: torch.Tensor,
                      box_px: tuple[int, int, int, int] | None) -> Branches:
     conditioner = pipe.conditioner
+
+    def per_image(value: Any, what: str) -> list | None:  # one value for every image, or a list of n
+        if value is None:
+            return None
+        rows = list(value) if isinstance(value, (list, tuple)) else [value] * n
+        if len(rows) != n:
+            raise FacediffError(f"{len(rows)} {what} for {n} images: give one, or one per image")
+        return rows
+
     try:
-        attrs = region.attrs
-        if isinstance(attrs, str):
-            attrs = parse_attrs(attrs, pipe.attributes or None, pipe.num_levels) if attrs.strip() else None
+        attrs = per_image(region.attrs, "attribute sets")
+        if attrs is not None:
+            attrs = [parse_attrs(a, pipe.attributes or None, pipe.num_levels) if isinstance(a, str) and a.strip()
+                     else (a or None) for a in attrs]
         if region.sketch is not None and not conditioner.takes_sketch:
             raise FacediffError("this model does not take a sketch; train an ldm with [latent] sketch = true")
-        cond = conditioner.encode(n, [attrs] * n if attrs else None, None,
-                                  [region.prompt] * n if region.prompt is not None else None)
+        cond = conditioner.encode(n, attrs if attrs and any(attrs) else None, None,
+                                  per_image(region.prompt, "prompts"))
         if region.negative_prompt is not None and not conditioner.takes_text:
             raise FacediffError("negative_prompt needs a text-to-face model")
         if cond.concat is not None:  # the sketch map on the canvas: the region's sketch in its box, blank elsewhere
