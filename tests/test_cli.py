@@ -22,7 +22,7 @@ def _one_line_error(res) -> str:
 
 
 @pytest.mark.parametrize("cmd", [[], ["data", "synth"], ["data", "prepare"], ["data", "inspect"], ["data", "sketch"],
-                                 ["train", "ddpm"], ["sample"]])
+                                 ["train", "ddpm"], ["sample"], ["compose"], ["panorama"]])
 def test_help(cmd):
     res = runner.invoke(app, cmd + ["--help"])
     assert res.exit_code == 0 and "Usage" in res.output

@@ -244,11 +244,22 @@ def _region_branches(pipe, region: Region, where: str, n: int, guidance: float, 
         raise _fail(where, str(e)) from None
 
 
-def compose(pipe, layout: Layout, *, n: int = 1, seeds: list[int] | None = None, max_batch: int = 64,
-            batched: bool = True, max_paths: int = MAX_PATHS,
-            callback_on_step_end: Callable[..., dict | None] | None = None,
-            progress: Progress | None = None) -> ComposeOutput:
-    """Sample ``n`` compositions of ``layout`` with ``pipe`` (image i: seed ``layout.seed + i``)."""
+@dataclass
+class ComposePlan:
+    """What sampling a layout needs: the fused denoiser and the canvas (``plan`` builds it)."""
+
+    denoise: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # fused prediction over the latent canvas
+    shape: tuple[int, int, int, int]  # (n, C, H, W) of the latent canvas
+    seeds: list[int]  # one per composition
+    views: int  # windows per step
+    paths: int  # (view, region) paths with weight, per step
+    masks: np.ndarray  # float (R, height, width) pixel weights of the foreground regions
+
+
+def plan(pipe, layout: Layout, *, n: int = 1, seeds: list[int] | None = None, max_batch: int = 64,
+         batched: bool = True, max_paths: int = MAX_PATHS, on_call: Callable[[int], None] | None = None) -> ComposePlan:
+    """Validate ``layout`` for ``pipe`` and build its fused denoiser (image i: seed ``layout.seed + i``);
+    ``batched`` / ``max_batch`` / ``on_call`` as in ``multidiffusion_denoiser``."""
     check_choice("sampler", layout.sampler, SAMPLERS)
     seeds = list(seeds) if seeds is not None else [layout.seed + i for i in range(n)]
     n = len(seeds)
@@ -317,8 +328,20 @@ def compose(pipe, layout: Layout, *, n: int = 1, seeds: list[int] | None = None,
         boot = Bootstrap(k, backgrounds, noise, scheduler.alphas_cumprod.float(), gen)
     denoise = multidiffusion_denoiser(pipe.denoise_fn, (H, W), views, [
         RegionPaths(r.branches, r.mask.to(device), r.foreground) for r in regions], bootstrap=boot,
-        max_batch=max_batch, batched=batched, max_paths=max_paths)
+        max_batch=max_batch, batched=batched, max_paths=max_paths, on_call=on_call)
     active = sum(1 for v in views for r in regions if bool(v.crop(r.mask).sum() > 0))
+    masks = np.stack(masks_px) if masks_px else np.zeros((0, layout.height, layout.width), np.float32)
+    return ComposePlan(denoise, shape, seeds, len(views), active, masks)
+
+
+def compose(pipe, layout: Layout, *, n: int = 1, seeds: list[int] | None = None, max_batch: int = 64,
+            batched: bool = True, max_paths: int = MAX_PATHS,
+            callback_on_step_end: Callable[..., dict | None] | None = None,
+            progress: Progress | None = None) -> ComposeOutput:
+    """Sample ``n`` compositions of ``layout`` with ``pipe`` (image i: seed ``layout.seed + i``).
+    ``callback_on_step_end(pipe, step_index, timestep, {"latents": x})`` runs after every step (diffusers'
+    signature; it may return {"latents": ...}); ``pipe.interrupt = True`` stops after the current step."""
+    p = plan(pipe, layout, n=n, seeds=seeds, max_batch=max_batch, batched=batched, max_paths=max_paths)
     pipe.interrupt = False
 
     def on_step(done: int, total: int, t: torch.Tensor, x: torch.Tensor) -> bool:
@@ -331,11 +354,10 @@ def compose(pipe, layout: Layout, *, n: int = 1, seeds: list[int] | None = None,
         return bool(pipe.interrupt)
 
     with torch.no_grad():
-        z = sample(denoise, shape, scheduler_config=dict(pipe.scheduler.config), sampler=layout.sampler,
-                   steps=layout.steps, seeds=seeds, device=device, callback=on_step)
+        z = sample(p.denoise, p.shape, scheduler_config=dict(pipe.scheduler.config), sampler=layout.sampler,
+                   steps=layout.steps, seeds=p.seeds, device=pipe.device, callback=on_step)
         images = pipe.space.decode(z).float().clamp(-1, 1).cpu()
-    masks = np.stack(masks_px) if masks_px else np.zeros((0, layout.height, layout.width), np.float32)
-    return ComposeOutput(to_uint8(images), masks, len(views), active, interrupted=bool(pipe.interrupt))
+    return ComposeOutput(to_uint8(images), p.masks, p.views, p.paths, interrupted=bool(pipe.interrupt))
 
 
 def panorama(pipe, *, width: int, height: int | None = None, prompt: str | None = None,
