@@ -273,6 +273,55 @@ def test_masks_boxes_feathering_and_their_errors(tmp_path, attr_pipe):
             compose(attr_pipe, layout)
 
 
+def test_a_region_with_its_own_seed_rerolls_only_its_face(attr_pipe):
+    s = attr_pipe.sample_size
+
+    def layout(seed_right):  # views aligned to the two faces: nothing couples them but the shared x_T
+        return Layout(width=2 * s, height=s, stride=s, steps=3, sampler="ddim", seed=3, bootstrap=0.0, regions=[
+            Region(box=(0, 0, s, s), attrs={"smiling": 5}), Region(box=(s, 0, 2 * s, s), attrs={"smiling": 0},
+                                                                   seed=seed_right)])
+    base = compose(attr_pipe, layout(None), n=2).images.astype(int)
+    assert np.array_equal(compose(attr_pipe, layout(3), n=2).images, base)  # its own seed = the layout's
+    other = compose(attr_pipe, layout(11), n=2).images.astype(int)
+    assert np.array_equal(other[:, :, :s], base[:, :, :s])
+    assert np.abs(other[:, :, s:] - base[:, :, s:]).max() > 10
+
+
+def test_a_region_can_set_its_own_bootstrapping():
+    views = make_views((4, 8), (4, 4), (2, 2))
+    mask = torch.zeros(1, 1, 4, 8)
+    mask[..., :4] = 1
+    ab = torch.linspace(0.99, 0.01, 50)
+
+    def run(global_k, own_k):
+        seen = []
+        model = lambda x, t, **c: (seen.append(x.clone()), toy_model(x, t, **c))[1]
+        boot = Bootstrap(global_k, torch.full((1, 2, 4, 8), 0.7), torch.randn(1, 2, 4, 8), ab,
+                         torch.Generator().manual_seed(0))
+        regions = [RegionPaths(Branches(_label(1, 1)), mask, bootstrap_steps=own_k),
+                   RegionPaths(Branches(_label(1, 0)), 1 - mask, foreground=False)]
+        d = multidiffusion_denoiser(model, (4, 8), views, regions, bootstrap=boot)
+        x = torch.randn(1, 2, 4, 8, generator=torch.Generator().manual_seed(1))
+        return [d(x, torch.tensor([30])) for _ in range(3)], seen
+    no_boot, _ = run(0, None)
+    assert all(torch.equal(a, b) for a, b in zip(run(3, 0)[0], no_boot))  # own k = 0 overrides the layout's 3
+    own, seen = run(0, 2)  # own k = 2 with the layout's 0: the first two calls bootstrap, the third does not
+    assert not torch.equal(own[0], no_boot[0]) and not torch.equal(own[1], no_boot[1])
+    assert torch.equal(own[2], no_boot[2])
+
+
+def test_layout_values_of_the_wrong_type_are_one_line_errors(tmp_path):
+    path = tmp_path / "layout.toml"
+    for text, pattern in [("steps = 'a'", "steps = 'a': give an integer"),
+                          ("bootstrap = 'x'", "bootstrap = 'x': give a number"),
+                          ("circular = 1", "circular = 1: give true or false"),
+                          ("[[region]]\nbox = [0, 0, 8, 8]\nguidance = 'x'", "region 1: guidance = 'x': give a number"),
+                          ("[[region]]\nbox = [0, 0, 8, 8]\nseed = 1.5", "region 1: seed = 1.5: give an integer")]:
+        path.write_text(f"width = 64\nheight = 32\n{text}\n")
+        with pytest.raises(FacediffError, match=pattern):
+            load_layout(path)
+
+
 def test_canvas_must_be_a_multiple_of_the_latent_factor(text_pipe):
     s = text_pipe.sample_size
     with pytest.raises(FacediffError, match="multiples of the model's latent factor 8"):
@@ -352,7 +401,9 @@ def test_seed001_recipe_scores_regions_and_leakage(tmp_path, tiny_run, monkeypat
     monkeypatch.setattr("facediff.metrics.features.oracle_dir", lambda: oracle)
     res = run_experiment("seed001", tmp_path / "exp", model=tiny_run, size=16, budget_minutes=1, tiny=True)
     saved = json.loads((tmp_path / "exp" / "results.json").read_text())
-    assert [a["k"] for a in saved["arms"]] == [None, 0.0, 0.2, 0.4] and res["n"] == 1
+    assert [a["k"] for a in saved["arms"]] == [None, 0.0, 0.2, 0.4, 0.0] and res["n"] == 1
+    assert saved["arms"][-1]["name"].endswith("(stride = window)") and saved["arms"][-1]["views"] == 4
+    assert saved["arms"][1]["views"] == 9  # the default views: half-window stride on a 2x2 canvas
     md = (tmp_path / "exp" / "results.md").read_text()
     assert "leakage" in md and "| plain (unfused, native size) |" in md and "k = 40 %" in md
     assert "data:image/png;base64" in (tmp_path / "exp" / "report.html").read_text()

@@ -4,7 +4,10 @@ A ``Layout`` is a canvas (pixels), a background ``Region`` and foreground region
 with its own condition: a prompt (text models), attributes (attribute-conditional models) or a sketch drawn
 into its box (sketch models), and its own guidance scale. ``compose`` turns it into latent-grid masks and
 guidance branches (the pipeline's ``Conditioner``, one ``encode`` per region) and samples the canvas with
-``sampling.multidiffusion``; steps, sampler, seed and bootstrapping are per composition (one shared latent).
+``sampling.multidiffusion``. A region may set its own guidance, seed (its part of x_T is drawn from that
+seed, so one face can be re-rolled while the others keep theirs) and bootstrapping fraction; steps and
+sampler are the layout's, because all paths are fused into ONE latent at every step (one trajectory, one
+scheduler state).
 
 Masks: a box ``[x0, y0, x1, y1]`` in pixels (fractions of the canvas when every value is <= 1) or a
 canvas-sized grayscale image (white = inside); hard masks are thresholded at 0.5 after area-downsampling to
@@ -53,6 +56,8 @@ class Region:
     attrs: dict[str, int] | str | list | None = None  # attribute models: {"smiling": 5}, "smiling=5", or one per image
     sketch: str | Path | np.ndarray | None = None  # sketch models: drawn into the box
     guidance: float | None = None  # this region's guidance scale (None: the layout's)
+    seed: int | None = None  # this region's initial noise (image i: seed + i; None: the layout's seed)
+    bootstrap: float | None = None  # this region's fraction of bootstrapping steps (None: the layout's)
 
 
 @dataclass
@@ -77,11 +82,33 @@ def _fail(where: str, text: str) -> FacediffError:
     return FacediffError(f"{where}: {text}")
 
 
+# the TOML value types of the scalar keys (the others are checked where they are read)
+_NUMBER = (int, float)
+_LAYOUT_TYPES = {"width": int, "height": int, "steps": int, "sampler": str, "guidance": _NUMBER, "seed": int,
+                 "bootstrap": _NUMBER, "window": int, "stride": int, "circular": bool}
+_REGION_TYPES = {"name": str, "soft": bool, "feather": _NUMBER, "negative_prompt": str, "guidance": _NUMBER,
+                 "seed": int, "bootstrap": _NUMBER, "mask": str, "sketch": str}
+
+
+def _check_types(table: dict, types: dict, where: str) -> None:
+    for key, want in types.items():
+        value = table.get(key)
+        if value is None:
+            continue
+        wants = want if isinstance(want, tuple) else (want,)
+        if not isinstance(value, wants) or (isinstance(value, bool) and bool not in wants):
+            names = " or ".join("a number" if w is float else {int: "an integer", str: "a string",
+                                                               bool: "true or false"}[w] for w in wants
+                                if not (w is int and float in wants))
+            raise _fail(where, f"{key} = {value!r}: give {names}")
+
+
 def _region_from(table: dict, where: str, base: Path) -> Region:
     known = {f.name for f in fields(Region)}
     for k in table:
         if k not in known:
             raise _fail(where, f"unknown key {k!r}; known: {', '.join(sorted(known))}")
+    _check_types(table, _REGION_TYPES, where)
     r = Region(**table)
     if r.box is not None:
         if not isinstance(r.box, (list, tuple)) or len(r.box) != 4 or \
@@ -109,8 +136,9 @@ def load_layout(path: str | Path) -> Layout:
         if k not in known:
             raise _fail(f"{path}", f"unknown key {k!r}; known: {', '.join(sorted(known))}")
     for k in ("width", "height"):
-        if not isinstance(data.get(k), int):
+        if not isinstance(data.get(k), int) or isinstance(data.get(k), bool):
             raise _fail(f"{path}", f"{k} = {data.get(k)!r}: give the canvas {k} in pixels (an integer)")
+    _check_types(data, _LAYOUT_TYPES, f"{path}")
     regions = data.pop("region", [])
     if not isinstance(regions, list):
         raise _fail(f"{path}", "regions are [[region]] tables")
@@ -254,6 +282,7 @@ class ComposePlan:
     views: int  # windows per step
     paths: int  # (view, region) paths with weight, per step
     masks: np.ndarray  # float (R, height, width) pixel weights of the foreground regions
+    latents: torch.Tensor | None = None  # x_T when a region draws its own noise (None: the seeds' draw)
 
 
 def plan(pipe, layout: Layout, *, n: int = 1, seeds: list[int] | None = None, max_batch: int = 64,
@@ -301,7 +330,11 @@ def plan(pipe, layout: Layout, *, n: int = 1, seeds: list[int] | None = None, ma
             ys, xs = torch.nonzero(m[0, 0] > 0, as_tuple=True)
             box = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
         guidance = layout.guidance if region.guidance is None else region.guidance
-        regions.append(RegionPaths(_region_branches(pipe, region, where, n, guidance, lm, box), lm))
+        if region.bootstrap is not None and not 0.0 <= region.bootstrap <= 1.0:
+            raise _fail(where, f"bootstrap = {region.bootstrap}: give a fraction of the steps in [0, 1]")
+        k_own = None if region.bootstrap is None else int(round(region.bootstrap * layout.steps))
+        regions.append(RegionPaths(_region_branches(pipe, region, where, n, guidance, lm, box), lm,
+                                   bootstrap_steps=k_own))
         masks_px.append(m[0, 0].numpy())
     fg = sum((r.mask for r in regions), torch.zeros(1, 1, H, W))
     bg_mask = (1.0 - fg).clamp_min(0.0)
@@ -317,21 +350,36 @@ def plan(pipe, layout: Layout, *, n: int = 1, seeds: list[int] | None = None, ma
     C = pipe.latent_shape[0]
     shape = (n, C, H, W)
     k = int(round(layout.bootstrap * layout.steps))
+    own_seeds = [(region.seed, r.mask) for region, r in zip(layout.regions, regions) if region.seed is not None]
+    latents = _initial_noise(shape, seeds, own_seeds, device) if own_seeds else None
     boot = None
-    if k > 0 and any(r.foreground for r in regions):
+    if any(r.foreground and (k if r.bootstrap_steps is None else r.bootstrap_steps) > 0 for r in regions):
         gen = torch.Generator().manual_seed(int(seeds[0]))
         colours = torch.rand(BACKGROUND_COLOURS, 3, 1, 1, generator=gen) * 2 - 1
         backgrounds = pipe.space.encode(colours.expand(-1, -1, layout.height, layout.width).to(device)).float()
-        noise = randn_tensor(shape, generator=[torch.Generator("cpu").manual_seed(int(s)) for s in seeds],
-                             device=torch.device(device), dtype=torch.float32)  # = sample()'s x_T
+        noise = latents if latents is not None else _initial_noise(shape, seeds, [], device)
         scheduler = make_scheduler(layout.sampler, dict(pipe.scheduler.config))
         boot = Bootstrap(k, backgrounds, noise, scheduler.alphas_cumprod.float(), gen)
     denoise = multidiffusion_denoiser(pipe.denoise_fn, (H, W), views, [
-        RegionPaths(r.branches, r.mask.to(device), r.foreground) for r in regions], bootstrap=boot,
-        max_batch=max_batch, batched=batched, max_paths=max_paths, on_call=on_call)
+        RegionPaths(r.branches, r.mask.to(device), r.foreground, r.bootstrap_steps) for r in regions],
+        bootstrap=boot, max_batch=max_batch, batched=batched, max_paths=max_paths, on_call=on_call)
     active = sum(1 for v in views for r in regions if bool(v.crop(r.mask).sum() > 0))
     masks = np.stack(masks_px) if masks_px else np.zeros((0, layout.height, layout.width), np.float32)
-    return ComposePlan(denoise, shape, seeds, len(views), active, masks)
+    return ComposePlan(denoise, shape, seeds, len(views), active, masks, latents)
+
+
+def _initial_noise(shape: tuple[int, ...], seeds: list[int], own: list[tuple[int, torch.Tensor]],
+                   device) -> torch.Tensor:
+    """x_T as ``sample`` draws it from the layout's seeds; where a region's latent mask is >= 0.5, the same
+    draw from the region's own seed (image i: seed + i) instead (later regions win where they overlap)."""
+    def draw(first: list[int]) -> torch.Tensor:
+        return randn_tensor(shape, generator=[torch.Generator("cpu").manual_seed(int(s)) for s in first],
+                            device=torch.device(device), dtype=torch.float32)
+
+    x = draw(seeds)
+    for seed, mask in own:
+        x = torch.where(mask.to(x.device) >= 0.5, draw([seed + i for i in range(len(seeds))]), x)
+    return x
 
 
 def compose(pipe, layout: Layout, *, n: int = 1, seeds: list[int] | None = None, max_batch: int = 64,
@@ -355,7 +403,7 @@ def compose(pipe, layout: Layout, *, n: int = 1, seeds: list[int] | None = None,
 
     with torch.no_grad():
         z = sample(p.denoise, p.shape, scheduler_config=dict(pipe.scheduler.config), sampler=layout.sampler,
-                   steps=layout.steps, seeds=p.seeds, device=pipe.device, callback=on_step)
+                   steps=layout.steps, seeds=p.seeds, device=pipe.device, callback=on_step, latents=p.latents)
         images = pipe.space.decode(z).float().clamp(-1, 1).cpu()
     return ComposeOutput(to_uint8(images), p.masks, p.views, p.paths, interrupted=bool(pipe.interrupt))
 

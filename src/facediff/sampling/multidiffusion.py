@@ -97,13 +97,14 @@ class RegionPaths:
     branches: Branches  # the region's guided prediction; spatial fields (concat) are canvas-sized
     mask: torch.Tensor  # (1, 1, H, W) weight in [0, 1] on the latent canvas
     foreground: bool = True  # bootstrapped during the first k calls (the background region is not)
+    bootstrap_steps: int | None = None  # this region's k (None: ``Bootstrap.steps``)
 
 
 @dataclass(frozen=True)
 class Bootstrap:
     """What the bootstrapping phase needs (paper sec. 4.2)."""
 
-    steps: int  # network calls with bootstrapping (the first k)
+    steps: int  # network calls with bootstrapping (the first k) of regions that do not set their own
     backgrounds: torch.Tensor  # (K, C, H, W) constant-colour canvases in model space
     noise: torch.Tensor  # (B, C, H, W) the shared x_T, standard normal (before init_noise_sigma)
     alphas_cumprod: torch.Tensor  # (T,) alpha_bar_t of the training schedule
@@ -180,12 +181,13 @@ def multidiffusion_denoiser(model_fn: ModelFn, canvas: tuple[int, int], views: S
     def denoise(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         step = denoise_calls[0]
         denoise_calls[0] += 1
-        boot = bootstrap is not None and step < bootstrap.steps
-        bg = _noised_background(bootstrap, t, x) if boot else None
+        booting = [bootstrap is not None and reg.foreground and step < (
+            bootstrap.steps if reg.bootstrap_steps is None else reg.bootstrap_steps) for reg in regions]
+        bg = _noised_background(bootstrap, t, x) if any(booting) else None
         inputs = {}
         for v, r in paths:
             crop = views[v].crop(x)
-            if boot and regions[r].foreground:
+            if booting[r]:
                 m = crops[(v, r)][2]
                 crop = m * crop + (1 - m) * views[v].crop(bg)
             inputs[(v, r)] = crop

@@ -106,6 +106,7 @@ def sample(
     dtype: torch.dtype = torch.float32,
     callback: StepCallback | None = None,
     generator_device: torch.device | str = "cpu",
+    latents: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Run ``sampler`` for ``steps`` steps from x_T and return the raw model-space x_0 (float32, unclamped).
 
@@ -118,6 +119,8 @@ def sample(
     ``callback(done, total, t, x)`` is called after each network call's update (done = 1..total; Heun makes
     2 * steps - 2 network calls: its first interval is an Euler step, see ``_heun_euler_first_step``); when
     it returns True the current x is returned at once.
+    ``latents`` (diffusers' name): a standard-normal x_T of ``shape`` to start from instead of the seeds'
+    draw (the seeds still drive every later noise draw, exactly as without it).
     """
     shape = tuple(int(s) for s in shape)
     if len(shape) < 2:
@@ -161,6 +164,10 @@ def sample(
         x = torch.cat(
             [torch.randn(const_shape, generator=g, device=generator_device, dtype=torch.float32) for g in generators]
         ).to(device).expand(shape).contiguous()
+    if latents is not None:  # drawn above all the same, so that the generators' later draws do not shift
+        if tuple(latents.shape) != shape:
+            raise FacediffError(f"sample: latents of shape {tuple(latents.shape)} for a canvas of {shape}")
+        x = latents.to(device=device, dtype=torch.float32)
     x = x * float(scheduler.init_noise_sigma)  # Euler/Heun: sqrt(sigma_max^2 + 1); VP samplers: 1
 
     def model(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
