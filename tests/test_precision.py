@@ -86,3 +86,39 @@ def test_presets_default_to_auto():
 
     for name in preset_names():
         assert load_config(name).train.mixed_precision in ("auto", "no"), name
+
+
+# ------------------------------------------------------------------------------------------------ sampling
+def test_sampling_precision_follows_the_forward_probe(monkeypatch):
+    from facediff.errors import FacediffError
+    from facediff.sampling import precision as sp
+
+    seen = []
+    monkeypatch.setattr(sp, "kernel_probe", lambda **kw: (seen.append(kw), (1.0, 0.5))[1])
+    assert sp.sampling_precision("auto", "cpu")[0] == "bf16" and seen == [{"backward": False}]
+    monkeypatch.setattr(sp, "kernel_probe", lambda **kw: (1.0, 3.0))
+    chosen, reason = sp.sampling_precision("auto", "cpu")
+    assert chosen == "no" and "0.33x" in reason
+    assert sp.sampling_precision("bf16", "cpu") == ("bf16", "bf16 (as asked), though measured 3.0x slower than fp32 on this CPU")
+    monkeypatch.setattr(sp, "kernel_probe", lambda **kw: pytest.fail("fp32 needs no probe"))
+    assert sp.sampling_precision("no", "cpu")[0] == "no"
+    with pytest.raises(FacediffError, match="precision"):
+        sp.sampling_precision("fp8", "cpu")
+
+
+def test_bf16_sampling_runs_the_network_in_bf16_and_the_images_stay_close():
+    import numpy as np
+
+    pipe = api.load()
+    dtypes = []
+    hook = pipe.unet.conv_in.register_forward_hook(lambda m, i, o: dtypes.append(o.dtype))
+    try:
+        fp32 = pipe(4, attrs={"smiling": 5}, steps=6, seed=3)
+        assert fp32.precision == "no" and set(dtypes) == {torch.float32}
+        dtypes.clear()
+        bf16 = pipe(4, attrs={"smiling": 5}, steps=6, seed=3, precision="bf16")
+        assert bf16.precision == "bf16" and set(dtypes) == {torch.bfloat16}
+    finally:
+        hook.remove()
+    diff = np.abs(fp32.images.astype(int) - bf16.images)
+    assert diff.mean() < 4 and diff.max() > 0  # the same faces, not the same bits

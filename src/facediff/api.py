@@ -135,7 +135,8 @@ def sample(model: str | Path | None = None, *, n: int = 16, attrs: str | dict[st
            lora: str | Path | None = None, lora_scale: float = 1.0, guidance: float = 3.0, attr_scales: str | dict[str, float] | None = None, sampler: str = "dpmpp",
            steps: int = 25, seed: int = 0, eta: float = 0.0, init_noise: str = "normal", step_noise: bool = True,
            sweep: bool = False, sketch: str | Path | np.ndarray | None = None, batch_size: int = 64,
-           out: str | Path | None = None, ncol: int | None = None, progress: Progress | None = None) -> dict[str, Any]:
+           precision: str = "no", out: str | Path | None = None, ncol: int | None = None,
+           progress: Progress | None = None) -> dict[str, Any]:
     """Generate faces. ``model`` None = the bundled default model. Returns {"images": uint8 (N,H,W,3), "path"}.
 
     ``attrs`` ("smiling=5,eyeglasses=3") are guided with scale ``guidance``; ``attr_scales`` gives some
@@ -143,7 +144,8 @@ def sample(model: str | Path | None = None, *, n: int = 16, attrs: str | dict[st
     one row per attribute, its levels 0..5 left to right, everything else fixed. ``sketch`` (a PNG path or
     a uint8 array, dark lines on light paper) conditions a sketch-conditional latent model. ``prompt`` (one
     text, or one per image) conditions a text-to-face model (``model`` None: the bundled one); ``lora`` applies
-    a LoRA file to it at ``lora_scale``.
+    a LoRA file to it at ``lora_scale``. ``precision``: the network's, "no" (fp32: the same images on every
+    machine), "bf16" or "auto" (bf16 where measured faster on this machine).
     """
     from facediff.conditioning.attributes import attribute_sweep, parse_scales
     from facediff.errors import FacediffError
@@ -161,11 +163,12 @@ def sample(model: str | Path | None = None, *, n: int = 16, attrs: str | dict[st
         ncol = pipe.num_levels
     else:
         conditions, seeds = parse_attrs(attrs), [seed + i for i in range(n)]
-    images = pipe(seeds=seeds, attrs=conditions, sketch=sketch, prompt=prompt, negative_prompt=negative_prompt,
+    output = pipe(seeds=seeds, attrs=conditions, sketch=sketch, prompt=prompt, negative_prompt=negative_prompt,
                   guidance=guidance, attr_scales=scales,
                   sampler=sampler, steps=steps, eta=eta, init_noise=init_noise, step_noise=step_noise,
-                  batch_size=batch_size, progress=progress).images
-    result: dict[str, Any] = {"images": images, "path": None}
+                  batch_size=batch_size, precision=precision, progress=progress)
+    images = output.images
+    result: dict[str, Any] = {"images": images, "path": None, "precision": output.precision}
     if out is not None:
         scale = max(1, 96 // images.shape[1])
         if sweep:
@@ -190,7 +193,7 @@ def _compose_result(res, out: str | Path | None, save_masks: bool) -> dict[str, 
     from facediff.pipelines.compose import overlay_masks
 
     result: dict[str, Any] = {"images": res.images, "masks": res.masks, "views": res.views, "paths": res.paths,
-                              "path": None, "masks_path": None}
+                              "path": None, "masks_path": None, "precision": res.precision}
     if out is not None:
         result["path"] = _save_compositions(res.images, out)
         if save_masks:
@@ -201,7 +204,7 @@ def _compose_result(res, out: str | Path | None, save_masks: bool) -> dict[str, 
 
 def compose(model: str | Path | None, layout: "str | Path | Any", *, n: int = 1, steps: int | None = None,
             sampler: str | None = None, seed: int | None = None, bootstrap: float | None = None,
-            out: str | Path | None = None, save_masks: bool = False, batched: bool = True,
+            out: str | Path | None = None, save_masks: bool = False, batched: bool = True, precision: str = "no",
             callback_on_step_end: Any = None, progress: Progress | None = None) -> dict[str, Any]:
     """Compose one image from regions, each with its own condition (MultiDiffusion; layout file format in the
     README). ``layout``: a TOML path or a ``facediff.pipelines.compose.Layout``; ``steps`` / ``sampler`` /
@@ -218,14 +221,15 @@ def compose(model: str | Path | None, layout: "str | Path | Any", *, n: int = 1,
             setattr(lay, key, value)
     text = any(r.prompt is not None for r in [lay.background, *lay.regions])
     pipe = load(model, text=text)
-    res = _compose(pipe, lay, n=n, batched=batched, callback_on_step_end=callback_on_step_end, progress=progress)
+    res = _compose(pipe, lay, n=n, batched=batched, precision=precision, callback_on_step_end=callback_on_step_end,
+                   progress=progress)
     return _compose_result(res, out, save_masks)
 
 
 def panorama(model: str | Path | None = None, *, width: int, height: int | None = None, prompt: str | None = None,
              negative_prompt: str | None = None, attrs: str | dict[str, int] | None = None, circular: bool = False,
              stride: int | None = None, steps: int = 25, sampler: str = "ddim", guidance: float = 3.0, seed: int = 0,
-             n: int = 1, out: str | Path | None = None, callback_on_step_end: Any = None,
+             n: int = 1, precision: str = "no", out: str | Path | None = None, callback_on_step_end: Any = None,
              progress: Progress | None = None) -> dict[str, Any]:
     """A wide (or tall) canvas under one condition: overlapping native-size windows fused every step;
     ``circular`` wraps the left and right edges (a 360-degree panorama). ``height`` None: the model's size."""
@@ -236,7 +240,8 @@ def panorama(model: str | Path | None = None, *, width: int, height: int | None 
     pipe = load(model, text=prompt is not None)
     res = _panorama(pipe, width=width, height=height, prompt=prompt, negative_prompt=negative_prompt,
                     attrs=parse_attrs(attrs), circular=circular, stride=stride, steps=steps, sampler=sampler,
-                    guidance=guidance, seed=seed, n=n, callback_on_step_end=callback_on_step_end, progress=progress)
+                    guidance=guidance, seed=seed, n=n, precision=precision, callback_on_step_end=callback_on_step_end,
+                    progress=progress)
     return _compose_result(res, out, False)
 
 

@@ -15,6 +15,7 @@ SCHEDULES: tuple[str, ...] = ("linear", "scaled_linear", "cosine")  # [diffusion
 PREDICTION_TYPES: tuple[str, ...] = ("epsilon", "v_prediction", "sample")  # [diffusion] network target
 LOSS_WEIGHTINGS: tuple[str, ...] = ("none", "min_snr")  # [diffusion] loss_weighting
 MIXED_PRECISION: tuple[str, ...] = ("auto", "no", "bf16", "fp16")  # [train] mixed_precision (fp16: CUDA only)
+SAMPLING_PRECISION: tuple[str, ...] = ("no", "bf16", "auto")  # the network's at sampling: fp32, bf16, measured
 LR_SCHEDULES: tuple[str, ...] = ("constant", "cosine")  # [train] lr_schedule after warmup
 AE_KINDS: tuple[str, ...] = ("vq", "kl")  # [autoencoder] kind
 LORA_TARGETS: tuple[str, ...] = ("to_q", "to_k", "to_v", "to_out.0")  # [lora] targets: the attention projections
@@ -61,7 +62,8 @@ RECIPES: dict[str, RecipeInfo] = {
     "oracle": RecipeInfo("002 Sec. 3.2", "train the SynthFaces oracle (attribute estimator) within the budget",
                          40.0, True),
     "seed001": RecipeInfo("001", "group photo: 2x2 faces with their own attributes (or prompts), bootstrapping "
-                          "k = 0 / 20 / 40 % vs plain sampling: per-region accuracy, leakage", 20.0, False),
+                          "k = 0 / 20 / 40 %, views aligned to the faces, plain sampling: per-region accuracy, "
+                          "leakage", 20.0, False),
     "seed004-hair": RecipeInfo("004 Fig. 2", "prompts differing only in hair colour / haircut: per-colour accuracy, "
                                "what else changes (text model)", 15.0, False),
     "lora-style": RecipeInfo("002 Table 4.3", "human text model -> LoRA r = 2/4/8 on anime faces: style, FD, "

@@ -26,6 +26,8 @@ def _choices(name: str, values: tuple[str, ...]) -> type[enum.Enum]:
 
 Sampler = _choices("Sampler", registry.SAMPLERS)
 InitNoise = _choices("InitNoise", registry.INIT_NOISE)
+Precision = _choices("Precision", registry.SAMPLING_PRECISION)
+PRECISION_HELP = "the network's precision: no = fp32 (same images on every machine), bf16, auto = bf16 where measured faster here"
 Style = _choices("Style", registry.SYNTH_STYLES)
 Source = _choices("Source", registry.SOURCES)
 SketchMethod = _choices("SketchMethod", registry.SKETCH_METHODS)
@@ -274,6 +276,10 @@ def train_estimator(data: Path = typer.Option(..., help="prepared data set with 
 
 
 # ------------------------------------------------------------------------------------------------ sample
+def _precision_note(res: dict) -> str:
+    return " (network in bf16)" if res.get("precision") == "bf16" else ""
+
+
 @app.command("sample")
 @user_errors
 def sample(model: Optional[str] = typer.Option(None, help="run or export dir, SD folder or hub id (default: "
@@ -295,6 +301,7 @@ def sample(model: Optional[str] = typer.Option(None, help="run or export dir, SD
            sweep: bool = typer.Option(False, help="grid: one row per attribute, levels 0..5"),
            sketch: Optional[Path] = typer.Option(None, help="sketch PNG (sketch-conditional latent models)"),
            batch_size: int = typer.Option(64, help="images per network batch"),
+           precision: Precision = typer.Option("no", help=PRECISION_HELP),
            out: Path = typer.Option(Path("faces.png"), help="grid PNG")):
     """Generate a grid of faces."""
     from facediff import api
@@ -303,8 +310,9 @@ def sample(model: Optional[str] = typer.Option(None, help="run or export dir, SD
         res = api.sample(model, n=n, attrs=attrs, prompt=prompt, negative_prompt=negative_prompt, lora=lora,
                          lora_scale=lora_scale, guidance=guidance, attr_scales=attr_scales, sampler=sampler.value,
                          steps=steps, seed=seed, eta=eta, init_noise=init_noise.value, step_noise=not no_step_noise,
-                         sweep=sweep, sketch=sketch, batch_size=batch_size, out=out, progress=rep)
-    typer.echo(f"wrote {len(res['images'])} faces to {res['path']}")
+                         sweep=sweep, sketch=sketch, batch_size=batch_size, precision=precision.value, out=out,
+                         progress=rep)
+    typer.echo(f"wrote {len(res['images'])} faces to {res['path']}{_precision_note(res)}")
 
 
 @app.command("compose")
@@ -319,6 +327,7 @@ def compose(model: Optional[str] = typer.Option(None, help="run or export dir, S
             seed: Optional[int] = typer.Option(None, help="seed (default: the layout's, else 0)"),
             bootstrap: Optional[float] = typer.Option(None, help="fraction of steps with bootstrapping (0..1)"),
             save_masks: bool = typer.Option(False, help="also write the masks over the result (OUT-masks.png)"),
+            precision: Precision = typer.Option("no", help=PRECISION_HELP),
             out: Path = typer.Option(Path("composition.png"), help="output PNG")):
     """Compose one image from regions, each with its own prompt / attributes / sketch (MultiDiffusion)."""
     from facediff import api
@@ -327,10 +336,11 @@ def compose(model: Optional[str] = typer.Option(None, help="run or export dir, S
         raise FacediffError(f"--n {n} / --steps {steps}: each must be at least 1")
     with Reporter() as rep:
         res = api.compose(model, layout, n=n, steps=steps, sampler=None if sampler is None else sampler.value,
-                          seed=seed, bootstrap=bootstrap, out=out, save_masks=save_masks, progress=rep)
+                          seed=seed, bootstrap=bootstrap, out=out, save_masks=save_masks,
+                          precision=precision.value, progress=rep)
     extra = f" and the masks to {res['masks_path']}" if res["masks_path"] else ""
     typer.echo(f"wrote {len(res['images'])} composition(s) ({res['views']} views, {res['paths']} paths per step) "
-               f"to {res['path']}{extra}")
+               f"to {res['path']}{extra}{_precision_note(res)}")
 
 
 @app.command("panorama")
@@ -349,6 +359,7 @@ def panorama(model: Optional[str] = typer.Option(None, help="run or export dir, 
              sampler: Sampler = typer.Option("ddim", help="sampler"),
              seed: int = typer.Option(0, help="image i uses seed + i"),
              n: int = typer.Option(1, help="panoramas"),
+             precision: Precision = typer.Option("no", help=PRECISION_HELP),
              out: Path = typer.Option(Path("panorama.png"), help="output PNG")):
     """A wide canvas under one condition: overlapping windows fused at every step."""
     from facediff import api
@@ -358,8 +369,9 @@ def panorama(model: Optional[str] = typer.Option(None, help="run or export dir, 
     with Reporter() as rep:
         res = api.panorama(model, width=width, height=height, prompt=prompt, negative_prompt=negative_prompt,
                            attrs=attrs, circular=circular, stride=stride, steps=steps, sampler=sampler.value,
-                           guidance=guidance, seed=seed, n=n, out=out, progress=rep)
-    typer.echo(f"wrote {len(res['images'])} panorama(s) ({res['views']} views per step) to {res['path']}")
+                           guidance=guidance, seed=seed, n=n, precision=precision.value, out=out, progress=rep)
+    typer.echo(f"wrote {len(res['images'])} panorama(s) ({res['views']} views per step) to {res['path']}"
+               f"{_precision_note(res)}")
 
 
 @app.command("convert")

@@ -36,6 +36,7 @@ from facediff.errors import FacediffError
 from facediff.imaging import to_uint8
 from facediff.progress import Progress, report
 from facediff.registry import SAMPLERS, check_choice
+from facediff.sampling.precision import autocast_model, sampling_precision
 from facediff.sampling.multidiffusion import MAX_PATHS, Bootstrap, RegionPaths, make_views, multidiffusion_denoiser
 from facediff.sampling.samplers import make_scheduler, sample
 
@@ -230,6 +231,7 @@ class ComposeOutput:
     views: int  # windows per step
     paths: int  # (view, region) paths with weight, per step
     interrupted: bool = False  # pipe.interrupt stopped sampling early
+    precision: str = "no"  # the network's precision: "no" (fp32) or "bf16" (autocast)
 
 
 def _region_branches(pipe, region: Region, where: str, n: int, guidance: float, lmask: torch.Tensor,
@@ -283,12 +285,15 @@ class ComposePlan:
     paths: int  # (view, region) paths with weight, per step
     masks: np.ndarray  # float (R, height, width) pixel weights of the foreground regions
     latents: torch.Tensor | None = None  # x_T when a region draws its own noise (None: the seeds' draw)
+    precision: str = "no"  # the network's precision: "no" (fp32) or "bf16" (autocast)
 
 
 def plan(pipe, layout: Layout, *, n: int = 1, seeds: list[int] | None = None, max_batch: int = 64,
-         batched: bool = True, max_paths: int = MAX_PATHS, on_call: Callable[[int], None] | None = None) -> ComposePlan:
+         batched: bool = True, max_paths: int = MAX_PATHS, on_call: Callable[[int], None] | None = None,
+         precision: str = "no") -> ComposePlan:
     """Validate ``layout`` for ``pipe`` and build its fused denoiser (image i: seed ``layout.seed + i``);
-    ``batched`` / ``max_batch`` / ``on_call`` as in ``multidiffusion_denoiser``."""
+    ``batched`` / ``max_batch`` / ``on_call`` as in ``multidiffusion_denoiser``, ``precision`` as in
+    ``FacediffPipeline.__call__``."""
     check_choice("sampler", layout.sampler, SAMPLERS)
     seeds = list(seeds) if seeds is not None else [layout.seed + i for i in range(n)]
     n = len(seeds)
@@ -360,12 +365,13 @@ def plan(pipe, layout: Layout, *, n: int = 1, seeds: list[int] | None = None, ma
         noise = latents if latents is not None else _initial_noise(shape, seeds, [], device)
         scheduler = make_scheduler(layout.sampler, dict(pipe.scheduler.config))
         boot = Bootstrap(k, backgrounds, noise, scheduler.alphas_cumprod.float(), gen)
-    denoise = multidiffusion_denoiser(pipe.denoise_fn, (H, W), views, [
+    mixed, _ = sampling_precision(precision, device)
+    denoise = multidiffusion_denoiser(autocast_model(pipe.denoise_fn, mixed, device), (H, W), views, [
         RegionPaths(r.branches, r.mask.to(device), r.foreground, r.bootstrap_steps) for r in regions],
         bootstrap=boot, max_batch=max_batch, batched=batched, max_paths=max_paths, on_call=on_call)
     active = sum(1 for v in views for r in regions if bool(v.crop(r.mask).sum() > 0))
     masks = np.stack(masks_px) if masks_px else np.zeros((0, layout.height, layout.width), np.float32)
-    return ComposePlan(denoise, shape, seeds, len(views), active, masks, latents)
+    return ComposePlan(denoise, shape, seeds, len(views), active, masks, latents, mixed)
 
 
 def _initial_noise(shape: tuple[int, ...], seeds: list[int], own: list[tuple[int, torch.Tensor]],
@@ -383,13 +389,14 @@ def _initial_noise(shape: tuple[int, ...], seeds: list[int], own: list[tuple[int
 
 
 def compose(pipe, layout: Layout, *, n: int = 1, seeds: list[int] | None = None, max_batch: int = 64,
-            batched: bool = True, max_paths: int = MAX_PATHS,
+            batched: bool = True, max_paths: int = MAX_PATHS, precision: str = "no",
             callback_on_step_end: Callable[..., dict | None] | None = None,
             progress: Progress | None = None) -> ComposeOutput:
     """Sample ``n`` compositions of ``layout`` with ``pipe`` (image i: seed ``layout.seed + i``).
     ``callback_on_step_end(pipe, step_index, timestep, {"latents": x})`` runs after every step (diffusers'
     signature; it may return {"latents": ...}); ``pipe.interrupt = True`` stops after the current step."""
-    p = plan(pipe, layout, n=n, seeds=seeds, max_batch=max_batch, batched=batched, max_paths=max_paths)
+    p = plan(pipe, layout, n=n, seeds=seeds, max_batch=max_batch, batched=batched, max_paths=max_paths,
+             precision=precision)
     pipe.interrupt = False
 
     def on_step(done: int, total: int, t: torch.Tensor, x: torch.Tensor) -> bool:
@@ -405,7 +412,8 @@ def compose(pipe, layout: Layout, *, n: int = 1, seeds: list[int] | None = None,
         z = sample(p.denoise, p.shape, scheduler_config=dict(pipe.scheduler.config), sampler=layout.sampler,
                    steps=layout.steps, seeds=p.seeds, device=pipe.device, callback=on_step, latents=p.latents)
         images = pipe.space.decode(z).float().clamp(-1, 1).cpu()
-    return ComposeOutput(to_uint8(images), p.masks, p.views, p.paths, interrupted=bool(pipe.interrupt))
+    return ComposeOutput(to_uint8(images), p.masks, p.views, p.paths, interrupted=bool(pipe.interrupt),
+                         precision=p.precision)
 
 
 def panorama(pipe, *, width: int, height: int | None = None, prompt: str | None = None,

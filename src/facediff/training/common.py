@@ -5,7 +5,6 @@ these, and so may benchmarks.
 """
 from __future__ import annotations
 
-import contextlib
 import os
 from pathlib import Path
 from typing import Any
@@ -63,7 +62,7 @@ def make_accelerator(log_dir: Path) -> Accelerator:
     """The run's Accelerator: device placement, DDP, collectives, TensorBoard tracking (``log_with``).
 
     Mixed precision is NOT given to accelerate: its process-wide state cannot change precision between two
-    runs in one Python process (tests, recipes), so ``autocast`` below applies it per run instead.
+    runs in one Python process (tests, recipes), so ``sampling.precision.autocast`` applies it per run instead.
     """
     return Accelerator(log_with="tensorboard", project_dir=str(log_dir))
 
@@ -71,14 +70,6 @@ def make_accelerator(log_dir: Path) -> Accelerator:
 def check_precision(mixed_precision: str, device: torch.device) -> None:
     if mixed_precision == "fp16" and device.type != "cuda":
         raise FacediffError("[train] mixed_precision = 'fp16' needs a CUDA GPU; use 'bf16' or 'no' on CPU")
-
-
-def autocast(mixed_precision: str, device: torch.device):
-    """torch.autocast for bf16 / fp16 (the network in low precision, losses in fp32), else a no-op."""
-    if mixed_precision == "no":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if mixed_precision == "bf16" else torch.float16
-    return torch.autocast(device.type, dtype=dtype)
 
 
 def make_lr_scheduler(optimizer: torch.optim.Optimizer, tc: TrainConfig):

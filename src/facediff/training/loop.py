@@ -27,9 +27,10 @@ from facediff.errors import FacediffError
 from facediff.progress import Progress, report
 from facediff.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from facediff.training.common import (
-    RunLock, agree_all, agree_any, autocast, check_precision, check_run_start, make_accelerator, make_ema,
+    RunLock, agree_all, agree_any, check_precision, check_run_start, make_accelerator, make_ema,
     make_lr_scheduler, step_seed)
 from facediff.training.data import resolve_dataset
+from facediff.sampling.precision import autocast
 from facediff.training.precision import choose_precision, no_sync_all
 
 

@@ -5,8 +5,8 @@ the default U-Net up (2.18x on an earlier machine here); on an AVX2-only AMD EPY
 at 0.89 img/s in bf16 against 14.5 img/s in fp32 (batch 32, 32 px, one thread; 16x SLOWER), because bf16
 convolutions fall back to slow reference kernels. So nothing is assumed: at run start
 
-1. a kernel probe times one small 3x3 convolution (forward + backward) and a matmul in fp32 and in bf16
-   autocast (best of a few; well under a second, once per process). If bf16 is slower, fp32 it is.
+1. a kernel probe (``sampling.precision.kernel_probe``) times a 3x3 convolution (forward + backward) and a
+   matmul in fp32 and in bf16 autocast (best of a few; well under a second, once per process). If bf16 is slower, fp32 it is.
 2. otherwise a model probe times ``repeats`` forward/backward passes of the ACTUAL task (its first micro-batch,
    gradients thrown away) in each precision, and bf16 is chosen only if it is at least ``margin`` faster.
 
@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 import torch
 
-from facediff.training.common import autocast
+from facediff.sampling.precision import best_ms, kernel_probe  # the probe is shared with sampling
 
 
 @dataclass
@@ -38,39 +37,9 @@ class PrecisionChoice:
         return asdict(self)
 
 
-def _best_ms(fn: Callable[[], None], repeats: int) -> float:
-    fn()  # warm-up: allocator, oneDNN primitive creation
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return 1000 * best
-
-
-@functools.lru_cache(maxsize=None)
-def kernel_probe(repeats: int = 2) -> tuple[float, float]:
-    """(fp32 ms, bf16 ms) of a (4, 32, 16, 16) 3x3 conv forward + backward plus a 128^3 matmul, on the CPU."""
-    gen = torch.Generator().manual_seed(0)
-    x = torch.randn(4, 32, 16, 16, generator=gen)
-    w = torch.randn(32, 32, 3, 3, generator=gen, requires_grad=True)
-    a = torch.randn(128, 128, generator=gen)
-    b = torch.randn(128, 128, generator=gen, requires_grad=True)
-
-    def run(mp: str) -> Callable[[], None]:
-        def step() -> None:
-            with autocast(mp, torch.device("cpu")):
-                y = torch.nn.functional.conv2d(x, w, padding=1).float().sum() + (a @ b).float().sum()
-            y.backward()
-            w.grad = b.grad = None
-        return step
-
-    return _best_ms(run("no"), repeats), _best_ms(run("bf16"), repeats)
-
-
 def model_probe(step: Callable[[str], None], repeats: int = 2) -> dict[str, float]:
     """ms per forward/backward of the task, by precision (``step(mixed_precision)`` runs one)."""
-    return {mp: _best_ms(functools.partial(step, mp), repeats) for mp in ("no", "bf16")}
+    return {mp: best_ms(functools.partial(step, mp), repeats) for mp in ("no", "bf16")}
 
 
 def choose_precision(requested: str, device: torch.device, step: Callable[[str], None] | None = None, *,
