@@ -11,12 +11,18 @@
 For every arm the network's own time (20 forwards at the arm's batch, + the decode) is measured in the same
 run; ``overhead`` = time beyond it. Weights are random where no trained model is bundled: speed does not
 depend on them.
+Precision: each tool also at its best setting on this CPU: facediff with ``precision="auto"`` (bf16 autocast
+of the network where a probe measures it faster), diffusers' pipeline with its U-Net
+called under ``torch.autocast("cpu", torch.bfloat16)`` and its output back in fp32 (what facediff does; a
+plain ``pipe.to(bfloat16)`` breaks ``LDMPipeline``, whose latents stay fp32, and autocasting the whole call
+breaks its numpy output), the network alone in bf16 autocast.
 
     OMP_NUM_THREADS=1 python benchmarks/sample_throughput.py --out benchmarks/results/sample_throughput.json
 """
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import platform
 import statistics
@@ -34,6 +40,38 @@ def _time(fn) -> float:
     t0 = time.perf_counter()
     fn()
     return time.perf_counter() - t0
+
+
+def _bf16(fn):
+    def run():
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return fn()
+    return run
+
+
+def _bf16_unet(unet):
+    """The same weights; forward under bf16 autocast, the output back in fp32 (a user's bf16 for diffusers)."""
+    wrapped = copy.copy(unet)
+    forward = unet.forward
+
+    def call(*args, **kwargs):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = forward(*args, **kwargs)
+        return type(out)(sample=out.sample.float())
+    wrapped.forward = call
+    return wrapped
+
+
+def _best_precision_arms(ours, ref, network, n: int, steps: int) -> dict:
+    """The same calls at each tool's best precision on this CPU (module docstring)."""
+    ref.set_progress_bar_config(disable=True)
+    return {
+        "facediff-auto": lambda: ours(seeds=list(range(n)), sampler="dpmpp", steps=steps, batch_size=n,
+                                      output_type="pt", precision="auto"),
+        "diffusers-bf16": lambda: ref(batch_size=n, num_inference_steps=steps,
+                                      generator=torch.Generator().manual_seed(0), output_type="np"),
+        "network-bf16": _bf16(network),
+    }
 
 
 def pixel_arms(n: int, steps: int):
@@ -56,6 +94,8 @@ def pixel_arms(n: int, steps: int):
         "diffusers": lambda: ref(batch_size=n, num_inference_steps=steps, generator=torch.Generator().manual_seed(0),
                                  output_type="np"),
         "network": lambda: [unet(x, t) for _ in range(steps)],
+        **_best_precision_arms(ours, DDPMPipeline(unet=_bf16_unet(unet), scheduler=ref.scheduler),
+                               lambda: [unet(x, t) for _ in range(steps)], n, steps),
     }
 
 
@@ -87,6 +127,8 @@ def latent_arms(n: int, steps: int):
         "diffusers": lambda: ref(batch_size=n, num_inference_steps=steps, generator=torch.Generator().manual_seed(0),
                                  output_type="np"),
         "network": network,
+        **_best_precision_arms(ours, LDMPipeline(vqvae=vq, unet=_bf16_unet(unet), scheduler=ref.scheduler),
+                               network, n, steps),
     }
 
 
@@ -102,10 +144,10 @@ def cfg_arms(n: int, steps: int):
     x = torch.randn(2 * n, 3, pipe.sample_size, pipe.sample_size)
     t = torch.full((2 * n,), 500)
 
-    def ours():
+    def ours(precision: str = "no"):
         calls["forwards"] = 0
         pipe(seeds=list(range(n)), attrs=conds, guidance=3.0, sampler="dpmpp", steps=steps, batch_size=n,
-             output_type="pt")
+             output_type="pt", precision=precision)
         assert calls["forwards"] == steps, f"{calls['forwards']} forwards for {steps} steps"  # cond+uncond batched
 
     def network():
@@ -113,7 +155,7 @@ def cfg_arms(n: int, steps: int):
 
         for _ in range(steps):
             unet_call(pipe.unet, x, t, **both)
-    return {"facediff": ours, "network": network}
+    return {"facediff": ours, "network": network, "facediff-auto": lambda: ours("auto"), "network-bf16": _bf16(network)}
 
 
 def main() -> None:
@@ -141,12 +183,15 @@ def main() -> None:
                     times[k].append(_time(fn))
             row = {k: {"seconds_median": statistics.median(v), "seconds": v, "images_per_s": a.n / statistics.median(v)}
                    for k, v in times.items()}
-            net = row["network"]["seconds_median"]
-            for k in row:
-                if k != "network":
+            for k in list(row):
+                if not k.startswith("network"):
+                    net = row["network-bf16" if k.endswith(("-auto", "-bf16")) else "network"]["seconds_median"]
                     row[k]["overhead_vs_network"] = row[k]["seconds_median"] / net - 1
             if "diffusers" in row:
                 row["speedup_vs_diffusers"] = row["diffusers"]["seconds_median"] / row["facediff"]["seconds_median"]
+                best = min(row["diffusers"]["seconds_median"], row["diffusers-bf16"]["seconds_median"])
+                row["speedup_best_vs_best"] = best / min(row["facediff"]["seconds_median"],
+                                                         row["facediff-auto"]["seconds_median"])
             res["arms"][name] = row
             print(name, json.dumps({k: (v if not isinstance(v, dict) else round(v["images_per_s"], 3))
                                     for k, v in row.items()}), flush=True)
