@@ -10,8 +10,8 @@ Arms (each its own subprocess, one thread, interleaved repetitions; median and r
     ceiling of any loop here (labelled as what it is: written here, not a peer);
   * ``lucidrains``: ``denoising_diffusion_pytorch.Trainer`` on its own ``Unet(dim=40, dim_mults=(1, 2, 4))``
     (4.0M parameters against 4.1M; its architecture differs), when ``--peer-python`` can import it.
-Precisions: ``--precisions no,bf16`` (the example's ``--mixed_precision bf16``, lucidrains' ``amp`` with
-``mixed_precision_type="bf16"``). Also reported: forward FLOPs of the network (``torch.utils.flop_counter``)
+Precisions: ``--precisions no,bf16,auto`` (the example's ``--mixed_precision bf16``, lucidrains' ``amp`` with
+``mixed_precision_type="bf16"``; ``auto``, facediff's default, only for facediff: its probe picks no or bf16). Also reported: forward FLOPs of the network (``torch.utils.flop_counter``)
 x 3 per trained image, as achieved GFLOP/s, against this machine's one-thread fp32 and bf16 GEMM peak
 measured in the same run. See benchmarks/peers.py for the peer venv.
 
@@ -163,6 +163,7 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=5, help="steps before the timed window")
     ap.add_argument("--bf16-steps", type=int, default=3, help="timed steps of bf16 arms (slow on some CPUs)")
     ap.add_argument("--bf16-warmup", type=int, default=1, help="warm-up steps of bf16 arms")
+    ap.add_argument("--bf16-reps", type=int, default=1, help="repetitions of bf16 arms (1: slow on AVX2 CPUs)")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--bf16-arms", default="facediff,diffusers-example,lucidrains,network-step",
                     help="arms with a bf16 row (lucidrains' bf16 needs > 6 min for its first step on an AVX2 CPU)")
@@ -192,11 +193,13 @@ def main() -> None:
                 rates.setdefault(f"{m.group(2)}/{m.group(3)}", []).append(float(m.group(4)))
     steps, warmup = a.steps, a.warmup
     for mp in a.precisions.split(","):
-        a.steps = a.bf16_steps if mp == "bf16" else steps
-        a.warmup = a.bf16_warmup if mp == "bf16" else warmup
-        for rep in range(1 if mp == "bf16" else a.reps):  # interleaved: every arm once per repetition
+        a.steps = a.bf16_steps if mp in ("bf16", "auto") else steps
+        a.warmup = a.bf16_warmup if mp in ("bf16", "auto") else warmup
+        for rep in range(a.bf16_reps if mp == "bf16" else a.reps):  # interleaved: every arm once per repetition
             for arm in arms:
                 if mp == "bf16" and arm not in a.bf16_arms.split(","):
+                    continue
+                if mp == "auto" and arm != "facediff":  # facediff's default: its start-up probe picks no or bf16
                     continue
                 if len(rates.get(f"{arm}/{mp}", [])) > rep:  # measured before (--resume-log)
                     continue
@@ -219,6 +222,9 @@ def main() -> None:
         rows[key] = {"images_per_s_median": med, "images_per_s": rs, "range": [min(rs), max(rs)]}
         if key.startswith(("facediff", "diffusers-example", "network-step")):  # the same network: its FLOPs apply
             rows[key]["achieved_gflops"] = 3 * fwd / a.batch * med / 1e9
+    if "facediff/auto" in rows and "diffusers-example/no" in rows:  # each tool's default setting
+        rows["facediff/auto"]["vs_example_default"] = (rows["facediff/auto"]["images_per_s_median"]
+                                                       / rows["diffusers-example/no"]["images_per_s_median"])
     for mp in a.precisions.split(","):
         ref = rows.get(f"diffusers-example/{mp}")
         if ref and f"facediff/{mp}" in rows:
@@ -226,7 +232,7 @@ def main() -> None:
     best = {arm: max((v["images_per_s_median"], k.split("/")[1]) for k, v in rows.items() if k.startswith(arm + "/"))
             for arm in arms}
     for key, row in rows.items():
-        if "achieved_gflops" in row:
+        if "achieved_gflops" in row and not key.endswith("/auto"):  # auto's precision is the probe's
             row["fraction_of_gemm_peak"] = row["achieved_gflops"] / peak["fp32" if key.endswith("/no") else "bf16"]
     res = {"benchmark": "train_throughput", "size": a.size, "batch": a.batch, "timed_steps": steps,
            "bf16_timed_steps": a.bf16_steps, "bf16_warmup_steps": a.bf16_warmup, "bf16_arms": a.bf16_arms, "warmup_steps": warmup, "reps": a.reps, "n_train": a.n,

@@ -164,7 +164,7 @@ def plan(pipe, layout: Layout, *, n: int = 1, seeds: list[int] | None = None, ma
         raise FacediffError("background: takes no box or mask (it covers what the regions leave)")
     bg_guidance = layout.guidance if bg.guidance is None else bg.guidance
     if float(bg_mask.sum()) > 0 or not regions:
-        regions.append(RegionPaths(_region_branches(pipe, bg, "background", n, bg_guidance, bg_mask, None),
+        regions.append(RegionPaths(_region_branches(pipe, bg, bg.name or "background", n, bg_guidance, bg_mask, None),
                                    bg_mask if regions else torch.ones(1, 1, H, W), foreground=False))
 
     device = pipe.device
