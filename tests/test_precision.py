@@ -122,3 +122,19 @@ def test_bf16_sampling_runs_the_network_in_bf16_and_the_images_stay_close():
         hook.remove()
     diff = np.abs(fp32.images.astype(int) - bf16.images)
     assert diff.mean() < 4 and diff.max() > 0  # the same faces, not the same bits
+
+
+def test_a_resumed_auto_run_keeps_the_precision_it_started_with(monkeypatch, tmp_path, synth16):
+    """A new probe on resume could pick the other precision (timings are noisy); the resumed losses must
+    still repeat the uninterrupted run's, so the checkpoint's precision is kept."""
+    common = [f"data.path={synth16}", "train.log_every=1", "train.batch_size=8", "train.checkpoint_every=2",
+              "train.mixed_precision=auto"]
+    monkeypatch.setattr(precision, "kernel_probe", lambda: (1.0, 0.5))  # bf16 kernels "faster" ...
+    monkeypatch.setattr(precision, "model_probe", lambda step, repeats=2: {"no": 2.0, "bf16": 1.0})  # ... model too
+    first = api.train("ddpm", "tiny-ddpm", tmp_path / "run", overrides=common + ["train.max_steps=2"])
+    assert first["precision"]["chosen"] == "bf16"
+    monkeypatch.setattr(precision, "kernel_probe", lambda: (1.0, 9.0))  # now the probe would say fp32
+    resumed = api.train("ddpm", "tiny-ddpm", tmp_path / "run", overrides=common + ["train.max_steps=4"], resume=True)
+    assert resumed["precision"]["chosen"] == "bf16" and "resumed" in resumed["precision"]["reason"]
+    fresh = api.train("ddpm", "tiny-ddpm", tmp_path / "fresh", overrides=common + ["train.max_steps=4"])
+    assert fresh["precision"]["chosen"] == "no"  # without a checkpoint the (patched) probe decides

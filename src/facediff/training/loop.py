@@ -31,7 +31,7 @@ from facediff.training.common import (
     make_lr_scheduler, step_seed)
 from facediff.training.data import resolve_dataset
 from facediff.sampling.precision import autocast
-from facediff.training.precision import choose_precision, no_sync_all
+from facediff.training.precision import PrecisionChoice, choose_precision, no_sync_all
 
 
 class Task:
@@ -109,10 +109,14 @@ def train_loop(task: Task, cfg: RunConfig, out: str | Path, *, resume: bool = Fa
         return _train(task, cfg, out, acc, resume, progress)
 
 
-def _resolve_precision(task: Task, requested: str, acc: Accelerator, step: int):
+def _resolve_precision(task: Task, requested: str, acc: Accelerator, step: int, resumed: str | None = None):
     """[train] mixed_precision for this machine (``training/precision.py``); "auto" times the task's own
     forward/backward (gradients discarded, no collectives, RNG untouched) and every rank adopts bf16 only
-    if all of them chose it."""
+    if all of them chose it. A resumed "auto" run keeps the precision its checkpoint was trained in
+    (``resumed``): a new probe could decide otherwise and the resumed losses would no longer repeat."""
+    if requested == "auto" and resumed in ("no", "bf16"):
+        return PrecisionChoice("auto", resumed, f"{'bf16' if resumed == 'bf16' else 'fp32'}: the precision this "
+                                                "run was started with (resumed)")
     devices = [acc.device] if acc.device.type == "cuda" else []
 
     def probe_step(mp: str) -> None:
@@ -150,7 +154,7 @@ def _train(task: Task, cfg: RunConfig, out: Path, acc: Accelerator, resume: bool
     sched = task.lr_scheduler() or make_lr_scheduler(task.optimizer, tc)
     ema = make_ema(task.model, tc) if task.uses_ema else None
     ema_model = None
-    start_step, nonfinite_total = 0, 0
+    start_step, nonfinite_total, resumed_precision = 0, 0, None
     ckpt = latest_checkpoint(out) if resume else None
     if ema is not None:
         import copy
@@ -159,6 +163,7 @@ def _train(task: Task, cfg: RunConfig, out: Path, acc: Accelerator, resume: bool
     if ckpt is not None:
         trainer = load_checkpoint(ckpt, task.model, ema_model, task.optimizer, sched, extra_modules=task.extra_modules())
         start_step, nonfinite_total = trainer["step"], trainer.get("nonfinite_total", 0)
+        resumed_precision = trainer.get("mixed_precision")
         task.load_state(trainer.get("task", {}))
         if ema is not None:
             ema = make_ema(ema_model, tc)  # shadow weights = the checkpoint's EMA
@@ -168,7 +173,7 @@ def _train(task: Task, cfg: RunConfig, out: Path, acc: Accelerator, resume: bool
     if ema is not None:
         ema.to(acc.device)
 
-    precision = _resolve_precision(task, tc.mixed_precision, acc, start_step)
+    precision = _resolve_precision(task, tc.mixed_precision, acc, start_step, resumed_precision)
     mixed_precision = precision.chosen
     if precision.reason != "as configured":
         report(progress, task.name, start_step, tc.max_steps, note=f"precision: {precision.reason}")
@@ -191,7 +196,7 @@ def _train(task: Task, cfg: RunConfig, out: Path, acc: Accelerator, resume: bool
         return ema_model
 
     def checkpoint(at: int) -> None:
-        extra = {"nonfinite_total": nonfinite_total, "task": task.state()}
+        extra = {"nonfinite_total": nonfinite_total, "task": task.state(), "mixed_precision": mixed_precision}
         if ema is not None:
             extra["ema_step"] = ema.optimization_step
         save_checkpoint(out, at, acc.unwrap_model(task.model), current_ema(), task.optimizer, sched, extra, keep=tc.keep_checkpoints,
