@@ -32,7 +32,9 @@ def _train(base, out, *extra, resume=False):
     return api.train("lora", None, out, resume=resume, overrides=[
         f"lora.base={sd}", f"data.path={ds}", "lora.rank=2", "lora.alpha=7", "train.batch_size=4",
         "train.max_steps=3", "train.lr=5e-2", "train.warmup_steps=0", "train.log_every=1",
-        "train.checkpoint_every=2", "train.sample_steps=2", *extra])
+        "train.checkpoint_every=2", "train.sample_steps=2",
+        "train.mixed_precision=no",  # "auto" probes per run: two runs compared below could pick differently
+        *extra])
 
 
 def _sha(path):
