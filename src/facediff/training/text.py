@@ -24,8 +24,11 @@ from facediff.conditioning.text import build_tokenizer, save_tokenizer, tokenize
 from facediff.config import RunConfig
 from facediff.diffusion.schedules import diffusion_config_from_scheduler
 from facediff.errors import FacediffError
-from facediff.models.text import TextConditionedUNet, build_text_encoder
+from facediff.models.text import TextConditionedUNet, build_text_encoder, load_pretrained_encoder
 from facediff.models.unet import build_unet
+
+
+CACHE_BYTES = 4e9  # largest cache of encoded captions kept in memory (fp32 states of a frozen text encoder)
 
 
 class Captions:
@@ -39,6 +42,37 @@ class Captions:
         self.captions, self.tokenizer, self.text_cfg = captions, tokenizer, cfg.text
         self.ids = None if cfg.text.shuffle_caption else tokenize(tokenizer, captions)  # (N, L), tokenized once
         self.null_ids = tokenize(tokenizer, [""])[0]  # the empty prompt: the classifier-free-guidance null
+        self.states = self.null_state = None  # encode_all: (N, L, D) and (L, D) states of a frozen encoder
+
+    @torch.no_grad()
+    def encode_all(self, text_encoder: nn.Module, max_bytes: float = CACHE_BYTES, chunk: int = 64,
+                   on_chunk=None) -> bool:
+        """Encode every caption once (a FROZEN encoder and fixed captions: the same tau(y) every epoch), in
+        fixed chunks so that a resumed run gets the same states; False (nothing cached) when the captions are
+        shuffled per step, the encoder trains, or the states would exceed ``max_bytes``. Saves the encoder's
+        forward at every step: for all-MiniLM-L6-v2 (22.7M parameters, 72 tokens) that forward costs about
+        as much as the U-Net's training step here."""
+        from facediff.models.text import encode_tokens
+
+        if self.ids is None or any(p.requires_grad for p in text_encoder.parameters()):
+            return False
+        n, length = self.ids.shape
+        if n * length * int(text_encoder.config.hidden_size) * 4 > max_bytes:
+            return False
+        pad = self.tokenizer.pad_token_id
+        device = next(text_encoder.parameters()).device
+        states = []
+        for i in range(0, n, chunk):
+            states.append(encode_tokens(text_encoder, self.ids[i:i + chunk].to(device), pad).float().cpu())
+            if on_chunk is not None:
+                on_chunk(min(n, i + chunk), n)
+        self.states = torch.cat(states)
+        self.null_state = encode_tokens(text_encoder, self.null_ids[None].to(device), pad).float().cpu()[0]
+        return True
+
+    def hidden_states(self, idx: torch.Tensor, drop: torch.Tensor) -> torch.Tensor:
+        """(B, L, D) cached tau(y) of images ``idx``; rows with ``drop`` get the empty prompt's."""
+        return torch.where(drop[:, None, None], self.null_state[None], self.states[idx])
 
     def batch(self, idx: torch.Tensor, drop: torch.Tensor, seed: int, step: int) -> torch.Tensor:
         """(B, L) token ids of images ``idx`` at optimizer step ``step``; rows with ``drop`` get the empty prompt.
@@ -55,27 +89,39 @@ class Captions:
 
 
 def tokenizer_for_run(cfg: RunConfig, captions: list[str], out: Path):
-    """The run's tokenizer: learned from the captions once and kept in ``out/state/tokenizer`` (a resumed run
-    reuses it, so token ids never change under a checkpoint)."""
-    from transformers import CLIPTokenizer
+    """The run's tokenizer: learned from the captions once (or a pretrained encoder's own) and kept in
+    ``out/state/tokenizer`` (a resumed run reuses it, so token ids never change under a checkpoint)."""
+    from transformers import AutoTokenizer, CLIPTokenizer
 
     folder = out / "state" / "tokenizer"
     if (folder / "tokenizer.json").is_file():
-        return CLIPTokenizer.from_pretrained(str(folder))
-    tok = build_tokenizer([c for c in captions if c], vocab_size=cfg.text.vocab_size, max_length=cfg.text.max_length)
+        if cfg.text.encoder == "clip":
+            return CLIPTokenizer.from_pretrained(str(folder))
+        tok = AutoTokenizer.from_pretrained(str(folder))
+        tok.model_max_length = cfg.text.max_length
+        return tok
+    if cfg.text.encoder != "clip":
+        tok, _ = load_pretrained_encoder(cfg.text.encoder, cfg.text.max_length)
+    else:
+        tok = build_tokenizer([c for c in captions if c], vocab_size=cfg.text.vocab_size,
+                              max_length=cfg.text.max_length)
     save_tokenizer(tok, folder)
     return tok
 
 
 def build_text_model(cfg: RunConfig, tokenizer, latent_channels: int, latent_size: int) -> TextConditionedUNet:
-    """kind t2i: a new CLIP text encoder + cross-attention U-Net (seeded by [train] seed)."""
+    """kind t2i: a new CLIP text encoder (or the frozen pretrained one of [text] encoder) + a cross-attention
+    U-Net over its width (seeded by [train] seed)."""
+    if cfg.text.encoder != "clip":
+        _, text_encoder = load_pretrained_encoder(cfg.text.encoder, cfg.text.max_length)  # frozen
     torch.manual_seed(cfg.train.seed)  # identical initial weights on every process
-    text_encoder = build_text_encoder(cfg.text, vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
-                                      eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    if cfg.text.encoder == "clip":
+        text_encoder = build_text_encoder(cfg.text, vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
+                                          eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+        text_encoder.requires_grad_(cfg.text.train_encoder)
     unet = build_unet(cfg.model, latent_size, in_channels=latent_channels, out_channels=latent_channels,
-                      cross_attention_dim=cfg.text.hidden_size)
-    text_encoder.requires_grad_(cfg.text.train_encoder)
-    return TextConditionedUNet(unet, text_encoder)
+                      cross_attention_dim=int(text_encoder.config.hidden_size))
+    return TextConditionedUNet(unet, text_encoder, tokenizer.pad_token_id)
 
 
 def load_base(cfg: RunConfig):
@@ -120,7 +166,7 @@ def adapt_base(cfg: RunConfig, pipe) -> tuple[TextConditionedUNet, int]:
         if lc.text_encoder_rank:
             enable = getattr(text_encoder, "activation_checkpointing_enable", None)  # transformers >= 5.x's name
             (enable or text_encoder.gradient_checkpointing_enable)()
-    model = TextConditionedUNet(unet, text_encoder)
+    model = TextConditionedUNet(unet, text_encoder, pipe.tokenizer.pad_token_id)
     return model, sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
