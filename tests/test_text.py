@@ -342,3 +342,22 @@ def test_a_frozen_encoder_encodes_each_caption_once(tmp_path):
     shuffled = replace(cfg, text=replace(cfg.text, shuffle_caption=True))  # per-step captions: nothing to cache
     assert not Captions(CAPTIONS, tok, shuffled).encode_all(enc)
     assert not Captions(CAPTIONS, tok, cfg).encode_all(enc, max_bytes=1000)  # above the memory bound
+
+
+def test_frozen_encoder_runs_checkpoint_the_unet_only_and_resume_exactly(t2i_run, tmp_path):
+    from facediff.data.synth import write_synth
+
+    bert = _tiny_bert(tmp_path / "bert")
+    ds = write_synth(tmp_path / "ds", n=24, size=16, style="human", seed=3)
+    base = [f"data.path={ds}", f"latent.autoencoder={t2i_run / 'kl'}", "train.log_every=1", f"text.encoder={bert}",
+            "text.max_length=24"]
+    api.train("t2i", "tiny-t2i", tmp_path / "full", overrides=base + ["train.max_steps=4"])
+    api.train("t2i", "tiny-t2i", tmp_path / "cut", overrides=base + ["train.max_steps=2", "train.checkpoint_every=2"])
+    from safetensors.torch import load_file
+    saved = load_file(str(tmp_path / "cut" / "state" / "step-0000002" / "model.safetensors"))
+    assert saved and not any(k.startswith("text_encoder.") for k in saved)  # the frozen encoder is not copied
+    api.train("t2i", None, tmp_path / "cut", overrides=["train.max_steps=4"], resume=True)
+
+    def losses(run):
+        return [json.loads(x)["loss"] for x in (run / "logs" / "metrics.jsonl").read_text().splitlines()]
+    assert losses(tmp_path / "cut") == pytest.approx(losses(tmp_path / "full"), rel=1e-5)

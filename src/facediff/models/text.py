@@ -74,20 +74,38 @@ def pretrained_encoder_folder(spec: str) -> Path:
     return folder
 
 
+def load_pretrained_tokenizer(spec: str, max_length: int):
+    """The tokenizer of ``[text] encoder`` = "minilm" or a folder, padding / truncating to ``max_length``."""
+    from transformers import AutoTokenizer
+
+    folder = pretrained_encoder_folder(spec)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    except (OSError, ValueError, KeyError) as e:
+        raise FacediffError(f"[text] encoder = {spec!r}: no tokenizer in {folder} ({' '.join(str(e).split())[:200]})") from None
+    tokenizer.model_max_length = max_length
+    return tokenizer
+
+
 def load_pretrained_encoder(spec: str, max_length: int):
     """(tokenizer, frozen text encoder) of ``[text] encoder`` = "minilm" or a folder; the tokenizer pads and
     truncates to ``max_length`` tokens. The encoder's config gets ``use_attention_mask = True``, the flag by
     which ``StableDiffusionPipeline.encode_prompt`` passes the padding mask (a BERT encoder needs it; CLIP's
     causal encoder is used without one), so an export encodes prompts as facediff does."""
-    from transformers import AutoModel, AutoTokenizer
+    from transformers import AutoModel
+    from transformers.utils import logging as hf_logging
 
+    tokenizer = load_pretrained_tokenizer(spec, max_length)
     folder = pretrained_encoder_folder(spec)
+    was = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # no "Loading weights" bar in the middle of our own progress lines
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(folder))
         encoder = AutoModel.from_pretrained(str(folder), use_safetensors=True)
     except (OSError, ValueError, KeyError) as e:
         raise FacediffError(f"[text] encoder = {spec!r}: cannot load {folder} ({' '.join(str(e).split())[:200]})") from None
-    tokenizer.model_max_length = max_length
+    finally:
+        if was:
+            hf_logging.enable_progress_bar()
     encoder.config.use_attention_mask = True
     encoder.requires_grad_(False).eval()
     return tokenizer, encoder

@@ -137,6 +137,10 @@ class DiffusionTask(Task):
             else:
                 self.tokenizer = tokenizer_for_run(cfg, self.data.captions, self.out)
                 self.model = build_text_model(cfg, self.tokenizer, channels, net_size)
+                if not any(p.requires_grad for p in self.model.text_encoder.parameters()):
+                    # a frozen encoder is rebuilt from [text] on resume (pretrained weights, or the seed's
+                    # init): checkpoints hold the U-Net only (all-MiniLM-L6-v2 would add 2 x 87 MB to each)
+                    self.model.checkpoint_keys = {k for k in self.model.state_dict() if not k.startswith("text_encoder.")}
             self.captions = Captions(self.data.captions, self.tokenizer, cfg)
             self.captions.encode_all(self.model.text_encoder,  # a frozen encoder runs once per caption
                                      on_chunk=lambda done, total: report(self.progress, "encode captions", done, total))

@@ -24,7 +24,8 @@ from facediff.conditioning.text import build_tokenizer, save_tokenizer, tokenize
 from facediff.config import RunConfig
 from facediff.diffusion.schedules import diffusion_config_from_scheduler
 from facediff.errors import FacediffError
-from facediff.models.text import TextConditionedUNet, build_text_encoder, load_pretrained_encoder
+from facediff.models.text import (
+    TextConditionedUNet, build_text_encoder, load_pretrained_encoder, load_pretrained_tokenizer)
 from facediff.models.unet import build_unet
 
 
@@ -101,7 +102,7 @@ def tokenizer_for_run(cfg: RunConfig, captions: list[str], out: Path):
         tok.model_max_length = cfg.text.max_length
         return tok
     if cfg.text.encoder != "clip":
-        tok, _ = load_pretrained_encoder(cfg.text.encoder, cfg.text.max_length)
+        tok = load_pretrained_tokenizer(cfg.text.encoder, cfg.text.max_length)
     else:
         tok = build_tokenizer([c for c in captions if c], vocab_size=cfg.text.vocab_size,
                               max_length=cfg.text.max_length)
