@@ -66,23 +66,29 @@ def test_t2i_export_is_a_plain_stable_diffusion_folder(t2i_run):
     assert out.shape == (1, 16, 16, 3) and np.isfinite(out).all()
 
 
-def test_plain_diffusers_and_facediff_give_the_same_image(t2i_run):
-    """Same prompt, seed, sampler and guidance: StableDiffusionPipeline and FacediffPipeline agree, so the
-    export is the model facediff samples (text encoding, CFG with the empty prompt, latents scale, decode)."""
+def _same_image_in_plain_diffusers(export, prompts, seeds, steps):
+    """facediff's and StableDiffusionPipeline's images of ``export`` for the same prompts, seeds, DDIM steps
+    and guidance agree to 2e-4; returns (facediff pipeline, its images)."""
     from diffusers import StableDiffusionPipeline
 
     from facediff.sampling.samplers import make_scheduler
 
-    export = t2i_run / "run" / "export"
     ours = api.load(export)
     sd = StableDiffusionPipeline.from_pretrained(export)
     sd.scheduler = make_scheduler("ddim", dict(ours.scheduler.config))
     sd.set_progress_bar_config(disable=True)
-    prompts = ["an old man with a bushy beard", "a little girl with full bangs"]
-    theirs = sd(prompts, height=16, width=16, num_inference_steps=4, guidance_scale=2.5, output_type="pt",
-                generator=[torch.Generator().manual_seed(s) for s in (7, 8)]).images  # [0, 1]
-    mine = ours(seeds=[7, 8], prompt=prompts, sampler="ddim", steps=4, guidance=2.5, output_type="pt").images
+    theirs = sd(prompts, height=16, width=16, num_inference_steps=steps, guidance_scale=2.5, output_type="pt",
+                generator=[torch.Generator().manual_seed(s) for s in seeds]).images  # [0, 1]
+    mine = ours(seeds=list(seeds), prompt=prompts, sampler="ddim", steps=steps, guidance=2.5, output_type="pt").images
     assert torch.allclose(mine, theirs * 2 - 1, atol=2e-4), (mine - (theirs * 2 - 1)).abs().max()
+    return ours, mine
+
+
+def test_plain_diffusers_and_facediff_give_the_same_image(t2i_run):
+    """Same prompt, seed, sampler and guidance: StableDiffusionPipeline and FacediffPipeline agree, so the
+    export is the model facediff samples (text encoding, CFG with the empty prompt, latents scale, decode)."""
+    ours, mine = _same_image_in_plain_diffusers(t2i_run / "run" / "export", ["an old man with a bushy beard",
+                                                                          "a little girl with full bangs"], (7, 8), 4)
     other = ours(seeds=[7, 8], prompt=["a smiling woman", "a man"], sampler="ddim", steps=4, guidance=2.5,
                  output_type="pt").images
     assert not torch.allclose(mine, other, atol=1e-3)  # the prompt reaches the network
@@ -260,11 +266,9 @@ def _tiny_bert(folder):
 
 
 def test_t2i_with_a_frozen_pretrained_encoder_exports_to_plain_diffusers(t2i_run, tmp_path):
-    from diffusers import StableDiffusionPipeline
     from safetensors.torch import load_file
 
     from facediff.data.synth import write_synth
-    from facediff.sampling.samplers import make_scheduler
 
     bert = _tiny_bert(tmp_path / "bert")
     ds = write_synth(tmp_path / "ds", n=24, size=16, style="mixed", seed=2)
@@ -280,15 +284,8 @@ def test_t2i_with_a_frozen_pretrained_encoder_exports_to_plain_diffusers(t2i_run
     before, after = load_file(bert / "model.safetensors"), load_file(export / "text_encoder" / "model.safetensors")
     assert all(torch.equal(before[k], after[k]) for k in before)  # frozen: the encoder is the one given
 
-    ours = api.load(export)
-    sd = StableDiffusionPipeline.from_pretrained(export)
-    sd.scheduler = make_scheduler("ddim", dict(ours.scheduler.config))
-    sd.set_progress_bar_config(disable=True)
     prompts = ["an old man with a bushy beard", "a smiling face"]
-    theirs = sd(prompts, height=16, width=16, num_inference_steps=3, guidance_scale=2.5, output_type="pt",
-                generator=[torch.Generator().manual_seed(s) for s in (1, 2)]).images
-    mine = ours(seeds=[1, 2], prompt=prompts, sampler="ddim", steps=3, guidance=2.5, output_type="pt").images
-    assert torch.allclose(mine, theirs * 2 - 1, atol=2e-4), (mine - (theirs * 2 - 1)).abs().max()
+    ours, _ = _same_image_in_plain_diffusers(export, prompts, (1, 2), 3)
     # facediff encodes prompts WITH the padding mask (as diffusers does for use_attention_mask), and the mask
     # matters: without it the same prompt encodes differently
     from facediff.conditioning.text import PromptEncoder
