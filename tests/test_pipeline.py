@@ -139,3 +139,28 @@ def test_foreign_and_damaged_folders_are_one_line_errors(tmp_path):
     (bad / "model_index.json").write_text("{not json")
     with pytest.raises(FacediffError, match="not valid JSON"):
         load_pipeline(bad)
+
+
+def test_device_auto_takes_the_gpu_only_when_torch_sees_one(monkeypatch):
+    from facediff.pipelines.load import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == torch.device("cpu")
+    with pytest.raises(FacediffError, match="no CUDA device"):
+        resolve_device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert resolve_device("auto") == torch.device("cuda")
+    assert resolve_device("CUDA:1") == torch.device("cuda:1")
+    with pytest.raises(FacediffError, match="2 CUDA device"):
+        resolve_device("cuda:2")
+    assert resolve_device("cpu") == torch.device("cpu")
+
+
+def test_sample_on_device_cpu_equals_auto_on_a_cpu_machine(monkeypatch):
+    from facediff import api
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    kw = dict(n=2, steps=3, seed=5, attrs="smiling=5")
+    cpu, auto = api.sample(device="cpu", **kw)["images"], api.sample(device="auto", **kw)["images"]
+    assert cpu.shape == (2, 32, 32, 3) and np.array_equal(cpu, auto)

@@ -76,14 +76,14 @@ def train_estimator(data: str | Path, out: str | Path, *, steps: int = 3000, bat
 
 
 # ----------------------------------------------------------------------------------------------- sample
-def load(model: str | Path | None = None, device: str = "cpu", *, text: bool = False,
+def load(model: str | Path | None = None, device: str = "auto", *, text: bool = False,
          lora: str | Path | None = None, lora_scale: float = 1.0):
     """The ``FacediffPipeline`` of a run / export folder / Stable Diffusion folder or hub id (None = the bundled
     default model; the bundled text-to-face model when ``text``), with a LoRA file (diffusers or kohya format)
-    applied at ``lora_scale`` when given."""
-    from facediff.pipelines.load import load_pipeline
+    applied at ``lora_scale`` when given, on ``device`` (auto = the GPU when torch sees one, cpu, cuda[:N])."""
+    from facediff.pipelines.load import load_pipeline, resolve_device
 
-    pipe = load_pipeline(model, device, text=text)
+    pipe = load_pipeline(model, resolve_device(device), text=text)
     if lora is not None:
         from facediff.pipelines.load import apply_lora
 
@@ -135,7 +135,7 @@ def sample(model: str | Path | None = None, *, n: int = 16, attrs: str | dict[st
            lora: str | Path | None = None, lora_scale: float = 1.0, guidance: float = 3.0, attr_scales: str | dict[str, float] | None = None, sampler: str = "dpmpp",
            steps: int = 25, seed: int = 0, eta: float = 0.0, init_noise: str = "normal", step_noise: bool = True,
            sweep: bool = False, sketch: str | Path | np.ndarray | None = None, batch_size: int = 64,
-           precision: str = "no", out: str | Path | None = None, ncol: int | None = None,
+           precision: str = "no", device: str = "auto", out: str | Path | None = None, ncol: int | None = None,
            progress: Progress | None = None) -> dict[str, Any]:
     """Generate faces. ``model`` None = the bundled default model. Returns {"images": uint8 (N,H,W,3), "path"}.
 
@@ -145,7 +145,8 @@ def sample(model: str | Path | None = None, *, n: int = 16, attrs: str | dict[st
     a uint8 array, dark lines on light paper) conditions a sketch-conditional latent model. ``prompt`` (one
     text, or one per image) conditions a text-to-face model (``model`` None: the bundled one); ``lora`` applies
     a LoRA file to it at ``lora_scale``. ``precision``: the network's, "no" (fp32: the same images on every
-    machine), "bf16" or "auto" (bf16 where measured faster on this machine).
+    machine), "bf16" or "auto" (bf16 where measured faster on this machine). ``device``: auto (the GPU when
+    torch sees one), cpu, cuda or cuda:N.
     """
     from facediff.conditioning.attributes import attribute_sweep, parse_scales
     from facediff.errors import FacediffError
@@ -153,7 +154,7 @@ def sample(model: str | Path | None = None, *, n: int = 16, attrs: str | dict[st
 
     if out is not None:
         check_output(out)
-    pipe = load(model, text=prompt is not None, lora=lora, lora_scale=lora_scale)
+    pipe = load(model, device, text=prompt is not None, lora=lora, lora_scale=lora_scale)
     scales = attr_scales if isinstance(attr_scales, dict) or attr_scales is None else parse_scales(attr_scales)
     if sweep:
         if not pipe.conditional:
@@ -205,7 +206,7 @@ def _compose_result(res, out: str | Path | None, save_masks: bool) -> dict[str, 
 def compose(model: str | Path | None, layout: "str | Path | Any", *, n: int = 1, steps: int | None = None,
             sampler: str | None = None, seed: int | None = None, bootstrap: float | None = None,
             out: str | Path | None = None, save_masks: bool = False, batched: bool = True, precision: str = "no",
-            callback_on_step_end: Any = None, progress: Progress | None = None) -> dict[str, Any]:
+            device: str = "auto", callback_on_step_end: Any = None, progress: Progress | None = None) -> dict[str, Any]:
     """Compose one image from regions, each with its own condition (MultiDiffusion; layout file format in the
     README). ``layout``: a TOML path or a ``facediff.pipelines.compose.Layout``; ``steps`` / ``sampler`` /
     ``seed`` / ``bootstrap`` override the layout's. ``model`` None: the bundled text model when some region
@@ -220,7 +221,7 @@ def compose(model: str | Path | None, layout: "str | Path | Any", *, n: int = 1,
         if value is not None:
             setattr(lay, key, value)
     text = any(r.prompt is not None for r in [lay.background, *lay.regions])
-    pipe = load(model, text=text)
+    pipe = load(model, device, text=text)
     res = _compose(pipe, lay, n=n, batched=batched, precision=precision, callback_on_step_end=callback_on_step_end,
                    progress=progress)
     return _compose_result(res, out, save_masks)
@@ -229,15 +230,15 @@ def compose(model: str | Path | None, layout: "str | Path | Any", *, n: int = 1,
 def panorama(model: str | Path | None = None, *, width: int, height: int | None = None, prompt: str | None = None,
              negative_prompt: str | None = None, attrs: str | dict[str, int] | None = None, circular: bool = False,
              stride: int | None = None, steps: int = 25, sampler: str = "ddim", guidance: float = 3.0, seed: int = 0,
-             n: int = 1, precision: str = "no", out: str | Path | None = None, callback_on_step_end: Any = None,
-             progress: Progress | None = None) -> dict[str, Any]:
+             n: int = 1, precision: str = "no", device: str = "auto", out: str | Path | None = None,
+             callback_on_step_end: Any = None, progress: Progress | None = None) -> dict[str, Any]:
     """A wide (or tall) canvas under one condition: overlapping native-size windows fused every step;
     ``circular`` wraps the left and right edges (a 360-degree panorama). ``height`` None: the model's size."""
     from facediff.pipelines.compose import panorama as _panorama
 
     if out is not None:
         check_output(out)
-    pipe = load(model, text=prompt is not None)
+    pipe = load(model, device, text=prompt is not None)
     res = _panorama(pipe, width=width, height=height, prompt=prompt, negative_prompt=negative_prompt,
                     attrs=parse_attrs(attrs), circular=circular, stride=stride, steps=steps, sampler=sampler,
                     guidance=guidance, seed=seed, n=n, precision=precision, callback_on_step_end=callback_on_step_end,
@@ -249,7 +250,7 @@ def panorama(model: str | Path | None = None, *, width: int, height: int | None 
 def evaluate(model: str | Path | None, data: str | Path, *, metrics: str | None = None, n: int = 256,
              sampler: str = "dpmpp", steps: int = 25, guidance: float = 3.0, seed: int = 0,
              split: str | None = None, init_noise: str = "normal", step_noise: bool = True,
-             prompts: str = "caption", clip: str | None = None, text: bool = False,
+             prompts: str = "caption", clip: str | None = None, text: bool = False, device: str = "auto",
              out: str | Path | None = None, progress: Progress | None = None) -> dict[str, Any]:
     """Sample ``model`` under the conditions of ``data`` and write metrics.json + report.html into ``out``
     (``model`` None: the bundled default model, or the bundled text-to-face model when ``text``).
@@ -261,7 +262,7 @@ def evaluate(model: str | Path | None, data: str | Path, *, metrics: str | None 
         check_output(Path(out) / "metrics.json")
     return _evaluate(model, data, metrics=metrics or DEFAULT_METRICS, n=n, sampler=sampler, steps=steps,
                      guidance=guidance, seed=seed, split=split, init_noise=init_noise, step_noise=step_noise,
-                     prompts=prompts, clip=clip, text=text, out=out, progress=progress)
+                     prompts=prompts, clip=clip, text=text, device=device, out=out, progress=progress)
 
 
 # ----------------------------------------------------------------------------------------------- experiments

@@ -27,6 +27,7 @@ def _choices(name: str, values: tuple[str, ...]) -> type[enum.Enum]:
 Sampler = _choices("Sampler", registry.SAMPLERS)
 InitNoise = _choices("InitNoise", registry.INIT_NOISE)
 Precision = _choices("Precision", registry.SAMPLING_PRECISION)
+DEVICE_HELP = "where the network runs: auto = the GPU when torch sees one, else cpu; cpu; cuda; cuda:N"
 PRECISION_HELP = "the network's precision: no = fp32 (same images on every machine), bf16, auto = bf16 where measured faster here"
 Style = _choices("Style", registry.SYNTH_STYLES)
 Source = _choices("Source", registry.SOURCES)
@@ -302,6 +303,7 @@ def sample(model: Optional[str] = typer.Option(None, help="run or export dir, SD
            sketch: Optional[Path] = typer.Option(None, help="sketch PNG (sketch-conditional latent models)"),
            batch_size: int = typer.Option(64, help="images per network batch"),
            precision: Precision = typer.Option("no", help=PRECISION_HELP),
+           device: str = typer.Option("auto", help=DEVICE_HELP),
            out: Path = typer.Option(Path("faces.png"), help="grid PNG")):
     """Generate a grid of faces."""
     from facediff import api
@@ -310,8 +312,8 @@ def sample(model: Optional[str] = typer.Option(None, help="run or export dir, SD
         res = api.sample(model, n=n, attrs=attrs, prompt=prompt, negative_prompt=negative_prompt, lora=lora,
                          lora_scale=lora_scale, guidance=guidance, attr_scales=attr_scales, sampler=sampler.value,
                          steps=steps, seed=seed, eta=eta, init_noise=init_noise.value, step_noise=not no_step_noise,
-                         sweep=sweep, sketch=sketch, batch_size=batch_size, precision=precision.value, out=out,
-                         progress=rep)
+                         sweep=sweep, sketch=sketch, batch_size=batch_size, precision=precision.value,
+                         device=device, out=out, progress=rep)
     typer.echo(f"wrote {len(res['images'])} faces to {res['path']}{_precision_note(res)}")
 
 
@@ -328,6 +330,7 @@ def compose(model: Optional[str] = typer.Option(None, help="run or export dir, S
             bootstrap: Optional[float] = typer.Option(None, help="fraction of steps with bootstrapping (0..1)"),
             save_masks: bool = typer.Option(False, help="also write the masks over the result (OUT-masks.png)"),
             precision: Precision = typer.Option("no", help=PRECISION_HELP),
+            device: str = typer.Option("auto", help=DEVICE_HELP),
             out: Path = typer.Option(Path("composition.png"), help="output PNG")):
     """Compose one image from regions, each with its own prompt / attributes / sketch (MultiDiffusion)."""
     from facediff import api
@@ -337,7 +340,7 @@ def compose(model: Optional[str] = typer.Option(None, help="run or export dir, S
     with Reporter() as rep:
         res = api.compose(model, layout, n=n, steps=steps, sampler=None if sampler is None else sampler.value,
                           seed=seed, bootstrap=bootstrap, out=out, save_masks=save_masks,
-                          precision=precision.value, progress=rep)
+                          precision=precision.value, device=device, progress=rep)
     extra = f" and the masks to {res['masks_path']}" if res["masks_path"] else ""
     typer.echo(f"wrote {len(res['images'])} composition(s) ({res['views']} views, {res['paths']} paths per step) "
                f"to {res['path']}{extra}{_precision_note(res)}")
@@ -360,6 +363,7 @@ def panorama(model: Optional[str] = typer.Option(None, help="run or export dir, 
              seed: int = typer.Option(0, help="image i uses seed + i"),
              n: int = typer.Option(1, help="panoramas"),
              precision: Precision = typer.Option("no", help=PRECISION_HELP),
+             device: str = typer.Option("auto", help=DEVICE_HELP),
              out: Path = typer.Option(Path("panorama.png"), help="output PNG")):
     """A wide canvas under one condition: overlapping windows fused at every step."""
     from facediff import api
@@ -369,7 +373,8 @@ def panorama(model: Optional[str] = typer.Option(None, help="run or export dir, 
     with Reporter() as rep:
         res = api.panorama(model, width=width, height=height, prompt=prompt, negative_prompt=negative_prompt,
                            attrs=attrs, circular=circular, stride=stride, steps=steps, sampler=sampler.value,
-                           guidance=guidance, seed=seed, n=n, precision=precision.value, out=out, progress=rep)
+                           guidance=guidance, seed=seed, n=n, precision=precision.value, device=device, out=out,
+                           progress=rep)
     typer.echo(f"wrote {len(res['images'])} panorama(s) ({res['views']} views per step) to {res['path']}"
                f"{_precision_note(res)}")
 
@@ -399,13 +404,15 @@ def eval_(model: Optional[Path] = typer.Option(None, help="run or export dir (de
                                                       "caption_heldout: SynthFaces' held-out paraphrases)"),
           clip: Optional[str] = typer.Option(None, help="CLIP model folder or hub id for the CLIP score"),
           text: bool = typer.Option(False, help="without --model: the bundled text-to-face model"),
+          device: str = typer.Option("auto", help=DEVICE_HELP + " (the oracle runs on the CPU)"),
           out: Path = typer.Option(..., help="output directory: metrics.json, report.html, report.md")):
     """Score a model against a data set (FD/KID in oracle space, attribute accuracy, faces, ...) with a report."""
     from facediff import api
 
     with Reporter() as rep:
         res = api.evaluate(model, data, metrics=metrics, n=n, sampler=sampler.value, steps=steps, guidance=guidance,
-                           seed=seed, split=split, prompts=prompts, clip=clip, text=text, out=out, progress=rep)
+                           seed=seed, split=split, prompts=prompts, clip=clip, text=text, device=device, out=out,
+                           progress=rep)
     keys = ("fd_oracle", "kid_oracle", "diversity")
     brief = {k: res[k] for k in keys if k in res}
     if "attr" in res:

@@ -109,18 +109,19 @@ def _score(gen: np.ndarray, gen_levels: np.ndarray, real: np.ndarray, real_level
 def evaluate(model: str | Path | None, data: str | Path, *, metrics: str | Sequence[str] = DEFAULT_METRICS,
              n: int = 256, sampler: str = "dpmpp", steps: int = 25, guidance: float = 3.0, seed: int = 0,
              split: str | None = None, batch_size: int = 64, init_noise: str = "normal", step_noise: bool = True,
-             prompts: str = "caption", clip: str | None = None, text: bool = False,
+             prompts: str = "caption", clip: str | None = None, text: bool = False, device: str = "auto",
              out: str | Path | None = None, progress: Progress | None = None) -> dict[str, Any]:
     """Evaluate a model (run dir, export dir, or None = bundled default) against a prepared data set.
 
     Text models are prompted with the labels.jsonl field ``prompts`` of the sampled rows (``caption``, or
     ``caption_heldout``: SynthFaces' held-out paraphrase templates); metric "prompt" scores the oracle's
     agreement with each prompt, "clip" the CLIP score with the CLIP model at ``clip`` (a local path or hub id).
-    ``text`` with ``model`` None: the bundled text-to-face model.
+    ``text`` with ``model`` None: the bundled text-to-face model. ``device``: where the model samples (auto =
+    the GPU when torch sees one); the oracle and the metrics run on the CPU.
     """
     from facediff.evaluation.autoencoder import evaluate_autoencoder_report
     from facediff.metrics.features import OracleFeatures
-    from facediff.pipelines.load import load_pipeline
+    from facediff.pipelines.load import load_pipeline, resolve_device
 
     wanted = set(metrics.split(",") if isinstance(metrics, str) else metrics)
     unknown = wanted - set(METRICS)
@@ -130,7 +131,7 @@ def evaluate(model: str | Path | None, data: str | Path, *, metrics: str | Seque
         raise FacediffError(f"--n {n}: at least 4 images are needed for FD/KID")
     if model is not None and _is_autoencoder(Path(model)):
         return evaluate_autoencoder_report(model, data, n=n, split=split, out=out)
-    pipe = load_pipeline(model, text=text)
+    pipe = load_pipeline(model, resolve_device(device), text=text)
     ds = PreparedDataset(data, split=split)
     rng = np.random.default_rng(seed)
     attrs = pipe.attributes or ATTRIBUTES

@@ -13,6 +13,7 @@ Formats, newest first:
 from __future__ import annotations
 
 import json
+import re
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -26,6 +27,30 @@ DEFAULT_MODEL_DIR = ASSETS / "default_model"
 DEFAULT_TEXT_MODEL_DIR = ASSETS / "text_model"  # the bundled text-to-face model (used for --prompt without --model)
 LEGACY_META = "facediff.json"
 SD_CLASSES = ("StableDiffusionPipeline",)  # model_index classes loaded as text models
+
+
+DEVICES = ("auto", "cpu", "cuda")  # --device of sample / compose / panorama / eval
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``--device``: "auto" = the GPU when torch sees one, else the CPU; "cuda" / "cuda:N" / "cpu" as given.
+    The initial noise is drawn on the CPU from the seeds either way, so a seed means the same x_T everywhere."""
+    if isinstance(device, torch.device):
+        return device
+    name = str(device).strip().lower()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    if re.fullmatch(r"cuda(:\d+)?", name):
+        if not torch.cuda.is_available():
+            raise FacediffError(f"--device {device}: torch sees no CUDA device on this machine; use --device cpu "
+                                "(or auto)")
+        index = int(name.split(":")[1]) if ":" in name else 0
+        if index >= torch.cuda.device_count():
+            raise FacediffError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+        return torch.device(name)
+    raise FacediffError(f"--device {device!r}: unknown (use auto, cpu, cuda or cuda:N)")
 
 
 def resolve_model_dir(path: str | Path | None, *, text: bool = False) -> Path:
