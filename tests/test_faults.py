@@ -81,7 +81,7 @@ def _train_args(run: Path, data: Path, kind: str = "ddpm") -> list[str]:
                 str(run), *sum((["--set", o] for o in _common(data)), [])]
     if kind == "estimator":
         return ["train", "estimator", "--data", str(data), "--out", str(run), "--steps", str(STEPS), "--batch-size",
-                "8", "--size", "16", "--eval-every", str(EVERY)]
+                "8", "--size", "16", "--eval-every", str(EVERY), "--precision", "no"]  # "auto" may differ per run
     preset = "tiny-ddpm" if kind == "ddpm" else "tiny-vq"
     return ["train", kind, "--config", preset, "--out", str(run), *sum((["--set", o] for o in _common(data)), [])]
 

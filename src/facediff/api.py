@@ -66,12 +66,14 @@ def train(kind: str, config: str | Path | RunConfig | None, out: str | Path, *, 
 
 def train_estimator(data: str | Path, out: str | Path, *, steps: int = 3000, batch_size: int = 64,
                     lr: float = 1e-3, size: int = 32, seed: int = 0, budget_minutes: float | None = None,
-                    eval_every: int = 250, resume: bool = False, progress: Progress | None = None) -> dict[str, Any]:
-    """Train the multi-head attribute estimator (seed 002) on a prepared data set; writes OUT/estimator."""
+                    eval_every: int = 250, precision: str = "auto", resume: bool = False,
+                    progress: Progress | None = None) -> dict[str, Any]:
+    """Train the multi-head attribute estimator (seed 002) on a prepared data set; writes OUT/estimator.
+    ``precision``: [train] mixed_precision (auto | no | bf16 | fp16 on CUDA)."""
     from facediff.training.estimator import train_estimator as _train_estimator
 
     return _train_estimator(data, out, steps=steps, batch_size=batch_size, lr=lr, size=size, seed=seed,
-                            progress=progress, resume=resume, eval_every=eval_every,
+                            progress=progress, resume=resume, eval_every=eval_every, mixed_precision=precision,
                             time_budget_s=None if budget_minutes is None else budget_minutes * 60)
 
 

@@ -27,6 +27,7 @@ def _choices(name: str, values: tuple[str, ...]) -> type[enum.Enum]:
 Sampler = _choices("Sampler", registry.SAMPLERS)
 InitNoise = _choices("InitNoise", registry.INIT_NOISE)
 Precision = _choices("Precision", registry.SAMPLING_PRECISION)
+TrainPrecision = _choices("TrainPrecision", registry.MIXED_PRECISION)
 DEVICE_HELP = "where the network runs: auto = the GPU when torch sees one, else cpu; cpu; cuda; cuda:N"
 PRECISION_HELP = "the network's precision: no = fp32 (same images on every machine), bf16, auto = bf16 where measured faster here"
 Style = _choices("Style", registry.SYNTH_STYLES)
@@ -265,14 +266,16 @@ def train_estimator(data: Path = typer.Option(..., help="prepared data set with 
                     seed: int = typer.Option(0, help="seed"),
                     budget_minutes: Optional[float] = typer.Option(None, help="stop after this many minutes"),
                     eval_every: int = typer.Option(250, help="steps between validations (and checkpoints)"),
+                    precision: TrainPrecision = typer.Option("auto", help="mixed precision: auto = bf16 only where "
+                                                             "a start-up probe measures it faster here; no = fp32"),
                     resume: bool = typer.Option(False, help="continue the run in --out")):
     """Train the multi-head attribute estimator (seed 002; the oracle on SynthFaces)."""
     from facediff import api
 
     with Reporter() as rep:
         res = api.train_estimator(data, out, steps=steps, batch_size=batch_size, lr=lr, size=size, seed=seed,
-                                  budget_minutes=budget_minutes, eval_every=eval_every, resume=resume,
-                                  progress=rep)
+                                  budget_minutes=budget_minutes, eval_every=eval_every,
+                                  precision=precision.value, resume=resume, progress=rep)
     typer.echo(json.dumps(res.get("heldout", res.get("val", {})), indent=1, default=str)[:4000])
 
 

@@ -271,7 +271,8 @@ class EstimatorTask(Task):
 def train_estimator(data_dir: str | Path, out_dir: str | Path, *, steps: int = 3000, batch_size: int = 64,
                     lr: float = 1e-3, size: int = 32, seed: int = 0, progress: Progress | None = None,
                     config: EstimatorConfig | None = None, eval_every: int = 250, heldout: str | Path | None = "auto",
-                    heldout_n: int = 1000, time_budget_s: float | None = None, resume: bool = False) -> dict[str, Any]:
+                    heldout_n: int = 1000, time_budget_s: float | None = None, resume: bool = False,
+                    mixed_precision: str = "auto") -> dict[str, Any]:
     """Train an attribute estimator on ``data_dir`` (a prepared data set) in the one training loop.
 
     Writes the run (``config.json``, ``state/``, ``logs/``) and ``out_dir/estimator/`` (config.json +
@@ -279,7 +280,8 @@ def train_estimator(data_dir: str | Path, out_dir: str | Path, *, steps: int = 3
     ``out_dir/metrics.json``; returns the metrics. ``config`` sets the architecture (its ``size``, style and
     hair-colour classes are filled from ``size`` and the data). ``heldout``: "auto" renders ``heldout_n``
     SynthFaces with other seeds when the data set is SynthFaces; a path names a prepared data set; None
-    skips. ``time_budget_s`` stops training early (then evaluates).
+    skips. ``time_budget_s`` stops training early (then evaluates). ``mixed_precision``: as [train]'s ("auto"
+    probes at start, so two runs may choose differently on a busy machine; "no" for runs that must repeat).
     """
     from facediff.config import ConfigError, DataConfig, TrainConfig
 
@@ -292,7 +294,8 @@ def train_estimator(data_dir: str | Path, out_dir: str | Path, *, steps: int = 3
                         train=TrainConfig(batch_size=batch_size, max_steps=steps, lr=lr, warmup_steps=0,
                                           grad_clip=0.0, checkpoint_every=eval_every,  # a kill loses <= 1 eval
                                           log_every=max(1, min(50, eval_every)),
-                                          time_budget_minutes=(time_budget_s or 0.0) / 60, seed=seed))
+                                          time_budget_minutes=(time_budget_s or 0.0) / 60, seed=seed,
+                                          mixed_precision=mixed_precision))
     except ConfigError as e:
         raise FacediffError(f"train estimator: {e}") from None
     task = EstimatorTask(cfg, Path(out_dir), config or EstimatorConfig(), eval_every, heldout, heldout_n)
