@@ -89,14 +89,6 @@ class Reporter:
             bar.say(f"{task}: {note}")
         bar.update(done, **{k: v for k, v in info.items() if isinstance(v, (int, float, str))})
 
-    def say(self, text: str) -> None:
-        if not self.enabled:
-            return
-        if self._plain:
-            print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
-        else:
-            self._progress.console.print(text)
-
     def close(self) -> None:
         for bar in self.bars.values():
             bar.close()

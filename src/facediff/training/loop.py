@@ -101,7 +101,7 @@ def _trim_log(log_path: Path, resumed_step: int | None) -> None:
 def train_loop(task: Task, cfg: RunConfig, out: str | Path, *, resume: bool = False,
                progress: Progress | None = None) -> dict[str, Any]:
     """Train ``task`` as configured by ``cfg.train`` into run directory ``out``; returns the summary."""
-    out, tc = Path(out), cfg.train
+    out = Path(out)
     acc = make_accelerator(out / "logs")
     lock = RunLock(out) if acc.is_main_process else contextlib.nullcontext()
     with lock:  # one writer per run directory (the main process holds it for every rank)
