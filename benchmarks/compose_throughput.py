@@ -15,7 +15,6 @@ import json
 import platform
 import resource
 import statistics
-import sys
 import time
 from pathlib import Path
 

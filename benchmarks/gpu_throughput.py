@@ -24,7 +24,6 @@ import os
 import platform
 import shutil
 import statistics
-import subprocess
 import sys
 import time
 import traceback
@@ -34,7 +33,8 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from peers import StepLog, example_args, facediff_overrides, prepare_data, window_rate, write_unet_config  # noqa: E402
+from peers import StepLog, build_benchmark_unet, example_args, forward_flops, prepare_data, run_facediff_train, \
+    window_rate, write_unet_config  # noqa: E402
 
 VARIANTS = {  # name: (autocast bf16, channels_last, torch.compile, one host sync per step: loss.item())
     "network-step-fp32": (False, False, False, False),
@@ -65,27 +65,11 @@ def gemm_tflops(dtype: torch.dtype, n: int = 8192, warmup: int = 3, repeats: int
     return 2 * n ** 3 * repeats / (start.elapsed_time(end) / 1e3) / 1e12
 
 
-def build_net(size: int, batch: int):
-    from facediff.config import load_config
-    from facediff.models.unet import build_unet
-
-    return build_unet(load_config("default-32", facediff_overrides(size, batch)).model, size)
-
-
-def forward_flops_per_image(size: int) -> float:
-    from torch.utils.flop_counter import FlopCounterMode
-
-    net = build_net(size, 1)
-    with torch.no_grad(), FlopCounterMode(display=False) as fc:
-        net(torch.randn(4, 3, size, size), torch.randint(0, 1000, (4,)))
-    return fc.get_total_flops() / 4
-
-
 def network_step(size: int, batch: int, steps: int, warmup: int, variant: str) -> dict:
     """img/s of forward + backward + AdamW on one batch resident on the GPU (see the module docstring)."""
     bf16, channels_last, compiled, sync = VARIANTS[variant]
     torch.manual_seed(0)
-    net = build_net(size, batch).cuda()
+    net = build_benchmark_unet(size, batch).cuda()
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     net = net.to(memory_format=fmt)
     opt = torch.optim.AdamW(net.parameters(), lr=1e-4, fused=True)
@@ -117,21 +101,9 @@ def network_step(size: int, batch: int, steps: int, warmup: int, variant: str) -
 
 
 def run_facediff(a, ds: Path, work: Path, size: int, batch: int) -> dict:
-    out = work / f"facediff-run-{size}-{batch}"
-    shutil.rmtree(out, ignore_errors=True)
-    cmd = [sys.executable, "-m", "facediff.cli.main", "train", "ddpm", "--config", "default-32", "--data", str(ds),
-           "--out", str(out)]
-    for item in facediff_overrides(size, batch) + [
-            f"train.max_steps={a.warmup + a.steps + 1}", "train.log_every=1", "train.checkpoint_every=0",
-            "train.sample_every=0", "train.sample_steps=1", "train.mixed_precision=auto"]:
-        cmd += ["--set", item]
-    r = subprocess.run(cmd, env=gpu_env(), capture_output=True, text=True, timeout=a.arm_timeout)
-    if r.returncode != 0:
-        raise RuntimeError(f"facediff train failed (rc {r.returncode}): {r.stderr[-1500:]}")
-    rows = [json.loads(l) for l in (out / "logs" / "metrics.jsonl").read_text().splitlines()]
-    precision = json.loads((out / "logs" / "summary.json").read_text())["precision"]
-    return {"img_per_s": window_rate([(r["seconds"], r["step"]) for r in rows], batch, a.warmup),
-            "precision": f"{precision['chosen']} ({precision['reason']})"}
+    rate, precision = run_facediff_train(sys.executable, ds, work / f"facediff-run-{size}-{batch}", size, batch,
+                                         a.warmup, a.steps, "auto", gpu_env(), a.arm_timeout)
+    return {"img_per_s": rate, "precision": f"{precision['chosen']} ({precision['reason']})"}
 
 
 def run_example(a, folder: Path, config_dir: Path, work: Path, size: int, batch: int) -> dict:
@@ -184,7 +156,7 @@ def main() -> None:
         t0 = time.perf_counter()
         ds, folder = prepare_data(work, a.n, size)
         config_dir, params = write_unet_config(work, size)
-        flops = 3 * forward_flops_per_image(size)
+        flops = 3 * forward_flops(size, 4) / 4  # per trained image
         print(f"[{size}px batch {batch}] data {time.perf_counter() - t0:.0f} s, {params} parameters, "
               f"{flops / 1e9:.2f} GFLOP per trained image", flush=True)
         arms = [arm for arm in a.arms.split(",") if "compile" not in arm or item in compile_set]

@@ -59,13 +59,49 @@ def facediff_overrides(size: int, batch: int) -> list[str]:
     return ["model.conditioning=none", f"data.size={size}", "data.split=", f"train.batch_size={batch}"]
 
 
-def write_unet_config(work: Path, size: int) -> tuple[Path, int]:
-    """facediff's default network (preset ``default-32``, unconditional) as a diffusers config folder."""
+def build_benchmark_unet(size: int, batch: int = 32):
+    """facediff's default network (preset ``default-32``, unconditional) at ``size``: every arm's network."""
     from facediff.config import load_config
     from facediff.models.unet import build_unet
 
-    cfg = load_config("default-32", facediff_overrides(size, 32))
-    net = build_unet(cfg.model, size)
+    return build_unet(load_config("default-32", facediff_overrides(size, batch)).model, size)
+
+
+def forward_flops(size: int, batch: int) -> float:
+    """Forward FLOPs of the benchmark network for one batch (convolutions, matmuls, attention)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    net = build_benchmark_unet(size, batch)
+    with torch.no_grad(), FlopCounterMode(display=False) as fc:
+        net(torch.randn(batch, 3, size, size), torch.randint(0, 1000, (batch,)))
+    return float(fc.get_total_flops())
+
+
+def run_facediff_train(python: str, ds: Path, out: Path, size: int, batch: int, warmup: int, steps: int,
+                       mixed_precision: str, env: dict[str, str], timeout: float | None = None) -> tuple[float, dict]:
+    """``facediff train ddpm --config default-32`` on the benchmark network: (img/s over steps ``warmup ..
+    warmup+steps`` from its own logs/metrics.jsonl, the run's precision choice from logs/summary.json)."""
+    import shutil
+
+    shutil.rmtree(out, ignore_errors=True)
+    cmd = [python, "-m", "facediff.cli.main", "train", "ddpm", "--config", "default-32", "--data", str(ds),
+           "--out", str(out)]
+    for item in facediff_overrides(size, batch) + [
+            f"train.max_steps={warmup + steps + 1}", "train.log_every=1", "train.checkpoint_every=0",
+            "train.sample_every=0", "train.sample_steps=1", f"train.mixed_precision={mixed_precision}"]:
+        cmd += ["--set", item]
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+    if r.returncode != 0:
+        raise RuntimeError(f"facediff train failed (rc {r.returncode}): {r.stderr[-1500:]}")
+    rows = [json.loads(l) for l in (out / "logs" / "metrics.jsonl").read_text().splitlines()]
+    precision = json.loads((out / "logs" / "summary.json").read_text())["precision"]
+    return window_rate([(row["seconds"], row["step"]) for row in rows], batch, warmup), precision
+
+
+def write_unet_config(work: Path, size: int) -> tuple[Path, int]:
+    """facediff's default network (preset ``default-32``, unconditional) as a diffusers config folder."""
+    net = build_benchmark_unet(size)
     folder = work / f"unet-config-{size}"
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "config.json").write_text(json.dumps(dict(net.config), indent=1, default=list))

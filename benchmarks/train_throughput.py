@@ -34,8 +34,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from peers import REPO, StepLog, example_args, facediff_overrides, one_thread_env, prepare_data, \
-    python_version_of, window_rate, write_unet_config  # noqa: E402
+from peers import REPO, StepLog, example_args, facediff_overrides, forward_flops, one_thread_env, prepare_data, \
+    python_version_of, run_facediff_train, window_rate, write_unet_config  # noqa: E402
 
 LUCIDRAINS = '''
 import sys
@@ -84,30 +84,9 @@ def gemm_peak_gflops(dtype: torch.dtype, n: int = 1024, repeats: int = 5) -> flo
     return 2 * n ** 3 / best / 1e9
 
 
-def forward_flops(size: int, batch: int) -> float:
-    """Forward FLOPs of facediff's default network for one batch (convolutions, matmuls, attention)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    from facediff.config import load_config
-    from facediff.models.unet import build_unet
-
-    net = build_unet(load_config("default-32", facediff_overrides(size, batch)).model, size)
-    with torch.no_grad(), FlopCounterMode(display=False) as fc:
-        net(torch.randn(batch, 3, size, size), torch.randint(0, 1000, (batch,)))
-    return float(fc.get_total_flops())
-
-
 def run_facediff(a, ds: Path, work: Path, mp: str) -> float:
-    out = work / "facediff-run"
-    shutil.rmtree(out, ignore_errors=True)
-    cmd = [a.facediff_python, "-m", "facediff.cli.main", "train", "ddpm", "--config", "default-32", "--data", str(ds), "--out", str(out)]
-    for item in facediff_overrides(a.size, a.batch) + [
-            f"train.max_steps={a.warmup + a.steps + 1}", "train.log_every=1", "train.checkpoint_every=0",
-            "train.sample_every=0", "train.sample_steps=1", f"train.mixed_precision={mp}"]:
-        cmd += ["--set", item]
-    subprocess.run(cmd, env=one_thread_env(1), check=True, capture_output=True)
-    rows = [json.loads(l) for l in (out / "logs" / "metrics.jsonl").read_text().splitlines()]
-    return window_rate([(r["seconds"], r["step"]) for r in rows], a.batch, a.warmup)
+    return run_facediff_train(a.facediff_python, ds, work / "facediff-run", a.size, a.batch, a.warmup, a.steps, mp,
+                              one_thread_env(1))[0]
 
 
 def run_example(a, folder: Path, config_dir: Path, work: Path, mp: str) -> float:

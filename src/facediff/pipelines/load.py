@@ -29,9 +29,6 @@ LEGACY_META = "facediff.json"
 SD_CLASSES = ("StableDiffusionPipeline",)  # model_index classes loaded as text models
 
 
-DEVICES = ("auto", "cpu", "cuda")  # --device of sample / compose / panorama / eval
-
-
 def resolve_device(device: str | torch.device) -> torch.device:
     """``--device``: "auto" = the GPU when torch sees one, else the CPU; "cuda" / "cuda:N" / "cpu" as given.
     The initial noise is drawn on the CPU from the seeds either way, so a seed means the same x_T everywhere."""
