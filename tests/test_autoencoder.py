@@ -215,5 +215,5 @@ def test_bad_config_is_one_line_error(tmp_path, synth16):
     with pytest.raises(FacediffError, match="not divisible") as e:
         train_autoencoder(bad, tmp_path / "bad")
     assert "\n" not in str(e.value)
-    with pytest.raises(FacediffError, match="neither"):
+    with pytest.raises(FacediffError, match="not an autoencoder"):
         load_autoencoder(tmp_path)

@@ -46,6 +46,7 @@ def test_sample_from_run_and_errors(tiny_run, tmp_path):
                               "--out", str(out)])
     assert res.exit_code == 0, res.output
     assert Image.open(out).size[0] > 16
+    out = tmp_path / "g2.png"  # a new name: an existing --out is an error of its own (test_request.py)
     err = _one_line_error(runner.invoke(app, ["sample", "--model", str(tiny_run), "--attrs", "smilng=5",
                                               "--out", str(out)]))
     assert "smilng" in err

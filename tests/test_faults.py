@@ -308,7 +308,7 @@ def test_disk_full_while_writing_an_output_is_one_line(tiny_run, tmp_path, monke
     import facediff.imaging as imaging
     from facediff.cli.main import app
 
-    def full(image, path):
+    def full(image, path, text=None):
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
     monkeypatch.setattr(imaging, "save_png", full)

@@ -22,6 +22,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("errors", "imaging", "progress"),
     ("fsutil",),  # folder swaps (one-line errors from facediff.errors)
     ("registry",),
+    ("config_rules",),  # the config's coercion and validation rules (ConfigError)
     ("config",),
     ("data",),
     ("models", "diffusion"),
@@ -33,6 +34,8 @@ LAYERS: list[tuple[str, ...]] = [
     ("report",),
     ("evaluation",),
     ("experiments",),
+    ("request",),  # the typed generation request (CLI, API and UI share it)
+    ("generate",),  # runs a request and saves PNGs that carry it
     ("api",),
     ("ui",),  # the gradio app (calls api only)
     ("cli",),  # above ui, so that `facediff ui` can start it

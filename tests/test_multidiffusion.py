@@ -381,7 +381,7 @@ def test_cli_compose_and_panorama(tmp_path, tiny_run):
 
     layout.write_text('width = 32\nheight = 16\n[[region]]\nbox = [20, 0, 40, 16]\n')
     assert "region 1: box [20.0, 0.0, 40.0, 16.0] is not inside the 32x16 canvas" in one_line_error(
-        ["compose", "--model", str(tiny_run), "--layout", str(layout), "--out", str(out)])
+        ["compose", "--model", str(tiny_run), "--layout", str(layout), "--out", str(tmp_path / "new.png")])
     assert "no such file" in one_line_error(["compose", "--model", str(tiny_run), "--layout", str(tmp_path / "x.toml")])
     assert "this model does not take a prompt" in one_line_error(
         ["panorama", "--model", str(tiny_run), "--prompt", "a face", "--width", "32"])

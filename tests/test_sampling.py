@@ -21,7 +21,7 @@ from facediff.sampling.samplers import sample
 def guided_denoiser(model_fn, cond, guidance, per_attribute_scales=None):
     """The sampler's denoiser for attribute one-hots ``cond`` (None: unconditional), through the conditioner."""
     c = Condition() if cond is None else Condition(class_labels=cond)
-    branches = Conditioner(ATTRIBUTES, NUM_LEVELS).branches(c, guidance, per_attribute_scales)
+    branches = Conditioner.from_parts(ATTRIBUTES, NUM_LEVELS).branches(c, guidance, per_attribute_scales)
     return _guided_denoiser(model_fn, branches)
 
 SHAPE = (3, 3, 8, 8)
@@ -281,7 +281,7 @@ def test_guided_denoiser_errors() -> None:
     with pytest.raises(FacediffError, match="attribute-conditional"):
         Conditioner().branches(Condition(), 2.0, {"smiling": 2.0})
     with pytest.raises(FacediffError, match="shape"):
-        Conditioner(sketch_size=4).encode(2, sketch=torch.zeros(2, 1, 3, 3))
+        Conditioner.from_parts(sketch_size=4).encode(2, sketch=torch.zeros(2, 1, 3, 3))
     with pytest.raises(ValueError, match="different fields"):
         Condition.cat([Condition(class_labels=torch.zeros(1, 3)), Condition(concat=torch.zeros(1, 1, 2, 2))])
 

@@ -153,7 +153,7 @@ def test_cli_sample_with_prompt(t2i_run, tmp_path):
     assert res.exit_code == 0, res.output
     assert out.is_file()
     res = CliRunner().invoke(app, ["sample", "--model", str(t2i_run / "run"), "--attrs", "smiling=3", "--n", "1",
-                                   "--steps", "2", "--out", str(out)])
+                                   "--steps", "2", "--out", str(tmp_path / "other.png")])
     assert res.exit_code != 0 and "Traceback" not in res.output and "not attribute-conditional" in res.output
 
 

@@ -18,6 +18,7 @@ import numpy as np
 
 from facediff.config import RunConfig
 from facediff.progress import Progress, report
+from facediff.request import Request
 
 
 # ----------------------------------------------------------------------------------------------- data
@@ -32,12 +33,13 @@ def synth(out: str | Path, *, n: int = 1024, size: int = 64, style: str = "human
 
 def prepare(source: str, root: str | Path, out: str | Path, *, size: int = 64, crop: str = "center",
             sketch: str | None = None, limit: int | None = None, overwrite: bool = False,
-            progress: Progress | None = None) -> Path:
-    """Prepare a real source (celeba | celeba-dialog | folder) into a prepared data set directory."""
+            masks: str | Path | None = None, progress: Progress | None = None) -> Path:
+    """Prepare a real source (celeba | celeba-dialog | folder) into a prepared data set directory; ``masks``: a
+    folder of face-parsing label PNGs (CelebAMask-HQ ids) -> masks.npy (images without one are skipped)."""
     from facediff.data.prepare import prepare as _prepare
 
     return _prepare(source, root, size, out, crop=crop, sketch=sketch, limit=limit, overwrite=overwrite,
-                    progress=lambda d, t: report(progress, f"prepare {source}", d, t))
+                    masks=masks, progress=lambda d, t: report(progress, f"prepare {source}", d, t))
 
 
 def inspect(path: str | Path, out_png: str | Path | None = None, n: int = 64) -> dict[str, Any]:
@@ -77,20 +79,29 @@ def train_estimator(data: str | Path, out: str | Path, *, steps: int = 3000, bat
                             time_budget_s=None if budget_minutes is None else budget_minutes * 60)
 
 
+def train_parser(data: str | Path, out: str | Path, *, steps: int = 4000, batch_size: int = 16, lr: float = 2e-3,
+                 size: int = 64, seed: int = 0, budget_minutes: float | None = None, eval_every: int = 250,
+                 heldout_n: int = 500, lowres_p: float = 0.4, precision: str = "auto", resume: bool = False,
+                 progress: Progress | None = None) -> dict[str, Any]:
+    """Train the face parser (the mask oracle) on a prepared data set with masks.npy; writes OUT/parser and
+    OUT/metrics.json (validation and, for SynthFaces, held-out mIoU at 64 and 32 px)."""
+    from facediff.training.parser import train_parser as _train_parser
+
+    return _train_parser(data, out, steps=steps, batch_size=batch_size, lr=lr, size=size, seed=seed,
+                         progress=progress, resume=resume, eval_every=eval_every, heldout_n=heldout_n,
+                         lowres_p=lowres_p, mixed_precision=precision,
+                         time_budget_s=None if budget_minutes is None else budget_minutes * 60)
+
+
 # ----------------------------------------------------------------------------------------------- sample
 def load(model: str | Path | None = None, device: str = "auto", *, text: bool = False,
          lora: str | Path | None = None, lora_scale: float = 1.0):
     """The ``FacediffPipeline`` of a run / export folder / Stable Diffusion folder or hub id (None = the bundled
     default model; the bundled text-to-face model when ``text``), with a LoRA file (diffusers or kohya format)
     applied at ``lora_scale`` when given, on ``device`` (auto = the GPU when torch sees one, cpu, cuda[:N])."""
-    from facediff.pipelines.load import load_pipeline, resolve_device
+    from facediff.generate import load_model
 
-    pipe = load_pipeline(model, resolve_device(device), text=text)
-    if lora is not None:
-        from facediff.pipelines.load import apply_lora
-
-        apply_lora(pipe, lora, lora_scale)
-    return pipe
+    return load_model(model, device, text=text, lora=lora, lora_scale=lora_scale)
 
 
 def convert(old: str | Path, new: str | Path) -> Path:
@@ -104,24 +115,11 @@ def convert(old: str | Path, new: str | Path) -> Path:
     return save_pipeline(load_pipeline(old), new)
 
 
-def check_output(path: str | Path, what: str = "--out") -> Path:
-    """Fail before the work, not after it: ``path`` must be creatable (its first existing ancestor a writable
-    folder, nothing on the way a file)."""
-    import os
+def check_output(path: str | Path, what: str = "--out", overwrite: bool = True) -> Path:
+    """Fail before the work, not after it (``fsutil.check_output``)."""
+    from facediff.fsutil import check_output as _check
 
-    from facediff.errors import FacediffError
-
-    path = Path(path)
-    if path.is_dir() and what == "--out" and path.suffix:
-        raise FacediffError(f"{what} {path}: a folder; give a file name")
-    parent = path.parent
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir():
-        raise FacediffError(f"{what} {path}: {parent} is a file, not a folder")
-    if not os.access(parent, os.W_OK):
-        raise FacediffError(f"{what} {path}: {parent} is not writable")
-    return path
+    return _check(path, what, overwrite)
 
 
 def parse_attrs(text: str | dict[str, int] | None) -> dict[str, int] | None:
@@ -132,139 +130,119 @@ def parse_attrs(text: str | dict[str, int] | None) -> dict[str, int] | None:
     return _parse(text) if text.strip() else None
 
 
-def sample(model: str | Path | None = None, *, n: int = 16, attrs: str | dict[str, int] | None = None,
-           prompt: str | list[str] | None = None, negative_prompt: str | None = None,
-           lora: str | Path | None = None, lora_scale: float = 1.0, guidance: float = 3.0, attr_scales: str | dict[str, float] | None = None, sampler: str = "dpmpp",
-           steps: int = 25, seed: int = 0, eta: float = 0.0, init_noise: str = "normal", step_noise: bool = True,
-           sweep: bool = False, sketch: str | Path | np.ndarray | None = None, batch_size: int = 64,
-           precision: str = "no", device: str = "auto", out: str | Path | None = None, ncol: int | None = None,
-           progress: Progress | None = None) -> dict[str, Any]:
-    """Generate faces. ``model`` None = the bundled default model. Returns {"images": uint8 (N,H,W,3), "path"}.
+# The three generation commands take a ``facediff.request.Request`` (or its fields as keyword arguments, or
+# both: the keywords override single fields) and save PNGs that carry it (``facediff.generate``).
+def sample(request: Request | str | Path | None = None, /, *, out: str | Path | None = None,
+           save_each: str | Path | None = None, overwrite: bool = False, progress: Progress | None = None,
+           callback_on_step_end: Any = None, **fields: Any) -> dict[str, Any]:
+    """Generate faces. ``request``: a ``Request``, or the model (None = the bundled default model; with a
+    prompt the bundled text-to-face model); ``fields``: ``Request`` fields (n, attrs "smiling=5,eyeglasses=3",
+    attr_scales, prompt, negative_prompt, lora, lora_scale, sketch (a PNG path or a uint8 array), sweep,
+    sampler, steps, guidance, seed, eta, init_noise, step_noise, batch_size, precision, device, scale, ncol).
+    ``out``: the grid PNG; ``save_each``: a folder for one PNG per image (each with its own seed in its
+    settings). Returns {"images": uint8 (N, H, W, 3), "path", "each", "request", "precision", "notes"}."""
+    from facediff.generate import make_request, run_sample
 
-    ``attrs`` ("smiling=5,eyeglasses=3") are guided with scale ``guidance``; ``attr_scales`` gives some
-    attributes their own scale (per-attribute guidance). ``sweep`` makes the attribute-sweep grid instead:
-    one row per attribute, its levels 0..5 left to right, everything else fixed. ``sketch`` (a PNG path or
-    a uint8 array, dark lines on light paper) conditions a sketch-conditional latent model. ``prompt`` (one
-    text, or one per image) conditions a text-to-face model (``model`` None: the bundled one); ``lora`` applies
-    a LoRA file to it at ``lora_scale``. ``precision``: the network's, "no" (fp32: the same images on every
-    machine), "bf16" or "auto" (bf16 where measured faster on this machine). ``device``: auto (the GPU when
-    torch sees one), cpu, cuda or cuda:N.
-    """
-    from facediff.conditioning.attributes import attribute_sweep, parse_scales
-    from facediff.errors import FacediffError
-    from facediff.imaging import make_grid, save_png
-
-    if out is not None:
-        check_output(out)
-    pipe = load(model, device, text=prompt is not None, lora=lora, lora_scale=lora_scale)
-    scales = attr_scales if isinstance(attr_scales, dict) or attr_scales is None else parse_scales(attr_scales)
-    if sweep:
-        if not pipe.conditional:
-            kind = "a text-to-face" if pipe.takes_text else "an unconditional"
-            raise FacediffError(f"{pipe.model_dir} is {kind} model: --sweep needs an attribute-conditional model")
-        conditions, seeds = attribute_sweep(pipe.attributes, pipe.num_levels, seed)
-        ncol = pipe.num_levels
-    else:
-        conditions, seeds = parse_attrs(attrs), [seed + i for i in range(n)]
-    output = pipe(seeds=seeds, attrs=conditions, sketch=sketch, prompt=prompt, negative_prompt=negative_prompt,
-                  guidance=guidance, attr_scales=scales,
-                  sampler=sampler, steps=steps, eta=eta, init_noise=init_noise, step_noise=step_noise,
-                  batch_size=batch_size, precision=precision, progress=progress)
-    images = output.images
-    result: dict[str, Any] = {"images": images, "path": None, "precision": output.precision}
-    if out is not None:
-        scale = max(1, 96 // images.shape[1])
-        if sweep:
-            grid = make_grid(images, ncol, scale=scale, row_labels=list(pipe.attributes),
-                             col_labels=[str(i) for i in range(pipe.num_levels)])
-        else:
-            grid = make_grid(images, ncol or int(np.ceil(np.sqrt(len(images)))), scale=scale)
-        result["path"] = save_png(grid, out)
-    return result
+    req, runtime = make_request("sample", request, fields)
+    return run_sample(req, out=out, save_each=save_each, overwrite=overwrite, progress=progress,
+                      callback_on_step_end=callback_on_step_end, **runtime)
 
 
-# ----------------------------------------------------------------------------------------------- compose
-def _save_compositions(images: np.ndarray, out: str | Path) -> Path:
-    from facediff.imaging import make_grid, save_png
+def compose(request: Request | str | Path | None = None, layout: "str | Path | Any" = None, /, *,
+            out: str | Path | None = None, save_each: str | Path | None = None, save_masks: bool = False,
+            overwrite: bool = False, batched: bool = True, callback_on_step_end: Any = None,
+            progress: Progress | None = None, **fields: Any) -> dict[str, Any]:
+    """Compose images from regions, each with its own condition (MultiDiffusion; layout file format in the
+    README). ``request``: a ``Request`` or the model (None: the bundled text model when some region has a
+    prompt, else the bundled attribute model); ``layout``: a TOML path, a ``pipelines.compose.Layout`` or its
+    tables; ``fields``: n, steps, sampler, seed, guidance, bootstrap (override the layout's), precision,
+    device, scale. Returns {"images", "masks", "views", "paths", "path", "masks_path", "each", "request"};
+    ``save_masks`` also writes the masks tinted over the result (OUT-masks.png)."""
+    from facediff.generate import make_request, run_compose
 
-    scale = max(1, 256 // min(images.shape[1:3]))
-    return save_png(make_grid(images, len(images), scale=scale) if len(images) > 1 else
-                    np.kron(images[0], np.ones((scale, scale, 1), np.uint8)), out)
-
-
-def _compose_result(res, out: str | Path | None, save_masks: bool) -> dict[str, Any]:
-    from facediff.pipelines.compose import overlay_masks
-
-    result: dict[str, Any] = {"images": res.images, "masks": res.masks, "views": res.views, "paths": res.paths,
-                              "path": None, "masks_path": None, "precision": res.precision}
-    if out is not None:
-        result["path"] = _save_compositions(res.images, out)
-        if save_masks:
-            over = np.stack([overlay_masks(im, res.masks) for im in res.images])
-            result["masks_path"] = _save_compositions(over, Path(out).with_name(Path(out).stem + "-masks.png"))
-    return result
+    if layout is not None:
+        fields["layout"] = layout
+    req, runtime = make_request("compose", request, fields)
+    return run_compose(req, out=out, save_each=save_each, save_masks=save_masks, overwrite=overwrite,
+                       batched=batched, callback_on_step_end=callback_on_step_end, progress=progress, **runtime)
 
 
-def compose(model: str | Path | None, layout: "str | Path | Any", *, n: int = 1, steps: int | None = None,
-            sampler: str | None = None, seed: int | None = None, bootstrap: float | None = None,
-            out: str | Path | None = None, save_masks: bool = False, batched: bool = True, precision: str = "no",
-            device: str = "auto", callback_on_step_end: Any = None, progress: Progress | None = None) -> dict[str, Any]:
-    """Compose one image from regions, each with its own condition (MultiDiffusion; layout file format in the
-    README). ``layout``: a TOML path or a ``facediff.pipelines.compose.Layout``; ``steps`` / ``sampler`` /
-    ``seed`` / ``bootstrap`` override the layout's. ``model`` None: the bundled text model when some region
-    has a prompt, else the bundled attribute model. Returns {"images", "masks", "views", "paths", "path",
-    "masks_path"}; ``save_masks`` also writes the masks tinted over the result (OUT-masks.png)."""
-    from facediff.pipelines.compose import compose as _compose, load_layout
+def panorama(request: Request | str | Path | None = None, /, *, out: str | Path | None = None,
+             save_each: str | Path | None = None, overwrite: bool = False, callback_on_step_end: Any = None,
+             progress: Progress | None = None, **fields: Any) -> dict[str, Any]:
+    """A wide (or tall) canvas under one condition: overlapping native-size windows fused every step.
+    ``fields``: width (required), height (None: the model's size), prompt, negative_prompt, attrs, circular,
+    stride, steps, sampler, guidance, seed, n, precision, device, scale."""
+    from facediff.generate import make_request, run_panorama
 
-    if out is not None:
-        check_output(out)
-    lay = load_layout(layout) if isinstance(layout, (str, Path)) else layout
-    for key, value in (("steps", steps), ("sampler", sampler), ("seed", seed), ("bootstrap", bootstrap)):
-        if value is not None:
-            setattr(lay, key, value)
-    text = any(r.prompt is not None for r in [lay.background, *lay.regions])
-    pipe = load(model, device, text=text)
-    res = _compose(pipe, lay, n=n, batched=batched, precision=precision, callback_on_step_end=callback_on_step_end,
-                   progress=progress)
-    return _compose_result(res, out, save_masks)
+    req, _ = make_request("panorama", request, fields)
+    return run_panorama(req, out=out, save_each=save_each, overwrite=overwrite,
+                        callback_on_step_end=callback_on_step_end, progress=progress)
 
 
-def panorama(model: str | Path | None = None, *, width: int, height: int | None = None, prompt: str | None = None,
-             negative_prompt: str | None = None, attrs: str | dict[str, int] | None = None, circular: bool = False,
-             stride: int | None = None, steps: int = 25, sampler: str = "ddim", guidance: float = 3.0, seed: int = 0,
-             n: int = 1, precision: str = "no", device: str = "auto", out: str | Path | None = None,
-             callback_on_step_end: Any = None, progress: Progress | None = None) -> dict[str, Any]:
-    """A wide (or tall) canvas under one condition: overlapping native-size windows fused every step;
-    ``circular`` wraps the left and right edges (a 360-degree panorama). ``height`` None: the model's size."""
-    from facediff.pipelines.compose import panorama as _panorama
-
-    if out is not None:
-        check_output(out)
-    pipe = load(model, device, text=prompt is not None)
-    res = _panorama(pipe, width=width, height=height, prompt=prompt, negative_prompt=negative_prompt,
-                    attrs=parse_attrs(attrs), circular=circular, stride=stride, steps=steps, sampler=sampler,
-                    guidance=guidance, seed=seed, n=n, precision=precision, callback_on_step_end=callback_on_step_end,
-                    progress=progress)
-    return _compose_result(res, out, False)
+def request_from_png(path: str | Path) -> Request:
+    """The request a facediff PNG was made with (``facediff sample --from-png``, ``facediff info``)."""
+    return Request.from_png(path)
 
 
 # ----------------------------------------------------------------------------------------------- evaluate
 def evaluate(model: str | Path | None, data: str | Path, *, metrics: str | None = None, n: int = 256,
-             sampler: str = "dpmpp", steps: int = 25, guidance: float = 3.0, seed: int = 0,
+             sampler: str = "dpmpp", steps: int = 25, guidance: float | None = None, seed: int = 0,
              split: str | None = None, init_noise: str = "normal", step_noise: bool = True,
              prompts: str = "caption", clip: str | None = None, text: bool = False, device: str = "auto",
-             out: str | Path | None = None, progress: Progress | None = None) -> dict[str, Any]:
+             out: str | Path | None = None, overwrite: bool = False,
+             progress: Progress | None = None) -> dict[str, Any]:
     """Sample ``model`` under the conditions of ``data`` and write metrics.json + report.html into ``out``
     (``model`` None: the bundled default model, or the bundled text-to-face model when ``text``).
     Text models are prompted with the labels field ``prompts`` (caption | caption_heldout); ``clip`` is a CLIP
-    model (local path or hub id) for the CLIP score."""
+    model (local path or hub id) for the CLIP score. An existing OUT/metrics.json is an error unless
+    ``overwrite``."""
     from facediff.evaluation.evaluate import DEFAULT_METRICS, evaluate as _evaluate
 
     if out is not None:
-        check_output(Path(out) / "metrics.json")
+        check_output(Path(out) / "metrics.json", "--out", overwrite)
     return _evaluate(model, data, metrics=metrics or DEFAULT_METRICS, n=n, sampler=sampler, steps=steps,
                      guidance=guidance, seed=seed, split=split, init_noise=init_noise, step_noise=step_noise,
                      prompts=prompts, clip=clip, text=text, device=device, out=out, progress=progress)
+
+
+def oracle(estimator: str | Path | None = None, device: str = "cpu"):
+    """The oracle on a batch: ``o = oracle(); o.predict(images_uint8)`` -> {property: (n,) array} (attribute
+    levels; style and hair_colour as names); ``o.score_prompts(images, prompts)`` / ``o.score_attrs(images,
+    attr_dicts)`` -> per-line agreement. ``estimator``: the folder of an estimator you trained (``facediff train
+    estimator``, e.g. for real photos) instead of the bundled SynthFaces oracle. See docs/evaluation.md."""
+    from facediff.evaluation.user import Oracle
+
+    return Oracle(estimator, device)
+
+
+def evaluate_prompts(prompts: str | Path | list[str], *, model: str | Path | None = None, per_prompt: int = 4,
+                     seed: int = 0, sampler: str = "dpmpp", steps: int = 25, guidance: float | None = None,
+                     device: str = "auto", data: str | Path | None = None, out: str | Path | None = None,
+                     overwrite: bool = False, progress: Progress | None = None) -> dict[str, Any]:
+    """Score a text-to-face ``model`` (None: the bundled one) on your prompts (a text file, one per line, or a
+    list): ``per_prompt`` images each (seeds seed..seed+K-1), read by the oracle; writes prompts.json, .md and
+    .png into ``out``; ``data``: also FD_oracle against that prepared data set. Progress task "eval prompts"."""
+    from facediff.evaluation.user import evaluate_prompts as _evaluate_prompts
+
+    if out is not None:
+        check_output(Path(out) / "prompts.json", "--out", overwrite)
+    return _evaluate_prompts(prompts, model=model, per_prompt=per_prompt, seed=seed, sampler=sampler, steps=steps,
+                             guidance=guidance, device=device, data=data, out=out, progress=progress)
+
+
+def evaluate_images(images: str | Path | np.ndarray, *, prompts: str | Path | list[str] | None = None,
+                    attrs: str | Path | list[dict[str, int] | str] | None = None, data: str | Path | None = None,
+                    out: str | Path | None = None, overwrite: bool = False,
+                    progress: Progress | None = None) -> dict[str, Any]:
+    """Score images you have (a folder of png / jpg / webp, sorted by name, or uint8 (n, H, W, 3)) against
+    ``prompts`` or ``attrs`` (a text file, one line per image or per consecutive group of images, or a list);
+    no model is loaded. Writes prompts.json, .md and .png into ``out``. Progress task "eval prompts"."""
+    from facediff.evaluation.user import evaluate_images as _evaluate_images
+
+    if out is not None:
+        check_output(Path(out) / "prompts.json", "--out", overwrite)
+    return _evaluate_images(images, prompts=prompts, attrs=attrs, data=data, out=out, progress=progress)
 
 
 # ----------------------------------------------------------------------------------------------- experiments

@@ -47,3 +47,58 @@ def replace_folder(out: str | Path, what: str = "the export") -> Iterator[Path]:
         os.replace(out, old)
     os.replace(tmp, out)
     shutil.rmtree(old, ignore_errors=True)
+
+
+# ------------------------------------------------------------------------------------------- content hashes
+_HASHES: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> sha256 hex: hash each file once
+
+
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 (hex) of a file's bytes, cached per (path, size, mtime)."""
+    import hashlib
+
+    path = Path(path)
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _HASHES:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        _HASHES[key] = h.hexdigest()
+    return _HASHES[key]
+
+
+def content_sha256(path: str | Path) -> str:
+    """SHA-256 of a model: a file's own hash; for a folder, the hash of its weight files' (relative path, hash)
+    pairs in sorted order (``*.safetensors``, or every file if it has none), so that renaming or moving the
+    folder keeps the hash and changing any weight changes it."""
+    import hashlib
+
+    path = Path(path)
+    if path.is_file():
+        return file_sha256(path)
+    files = sorted(p for p in path.rglob("*.safetensors") if p.is_file()) or \
+        sorted(p for p in path.rglob("*") if p.is_file())
+    h = hashlib.sha256()
+    for p in files:
+        h.update(f"{p.relative_to(path).as_posix()}\0{file_sha256(p)}\n".encode())
+    return h.hexdigest()
+
+
+def check_output(path: str | Path, what: str = "--out", overwrite: bool = True) -> Path:
+    """Fail before the work, not after it: ``path`` must be creatable (its first existing ancestor a writable
+    folder, nothing on the way a file) and, unless ``overwrite``, not there yet."""
+    path = Path(path)
+    if path.is_dir() and what == "--out" and path.suffix:
+        raise FacediffError(f"{what} {path}: a folder; give a file name")
+    if not overwrite and path.exists():
+        raise FacediffError(f"{what} {path}: exists; pass --overwrite to replace it (or choose another name)")
+    parent = path.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise FacediffError(f"{what} {path}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK):
+        raise FacediffError(f"{what} {path}: {parent} is not writable")
+    return path

@@ -51,11 +51,39 @@ def make_grid(images: np.ndarray, ncol: int, *, pad: int = 2, scale: int = 1,
     return canvas
 
 
-def save_png(image: Image.Image | np.ndarray, path: str | Path) -> Path:
-    """Write a PNG, creating parent folders."""
+def save_png(image: Image.Image | np.ndarray, path: str | Path, text: dict[str, str] | None = None) -> Path:
+    """Write a PNG, creating parent folders; ``text`` becomes PNG text chunks (tEXt where the value is Latin-1,
+    else iTXt, UTF-8), e.g. the generation settings (``facediff.request``)."""
+    from PIL.PngImagePlugin import PngInfo
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if isinstance(image, np.ndarray):
         image = Image.fromarray(image)
-    image.save(path)
+    info = None
+    if text:
+        info = PngInfo()
+        for key, value in text.items():
+            try:
+                value.encode("latin-1")
+                info.add_text(key, value)
+            except UnicodeEncodeError:
+                info.add_itxt(key, value)
+    image.save(path, format="PNG", pnginfo=info)
     return path
+
+
+MAX_TEXT_BYTES = 1 << 20  # PNG text chunks longer than this are not read (Pillow's own limit per chunk)
+
+
+def read_png_text(path: str | Path) -> dict[str, str]:
+    """The text chunks (tEXt, zTXt, iTXt) of a PNG as strings; nothing is evaluated. A file that is not a PNG
+    raises ValueError; decompression bombs and oversized chunks are refused by Pillow's limits."""
+    from PIL import PngImagePlugin
+
+    PngImagePlugin.MAX_TEXT_CHUNK = MAX_TEXT_BYTES
+    with Image.open(path) as img:
+        if img.format != "PNG":
+            raise ValueError(f"a {img.format} image, not a PNG")
+        img.load()  # text chunks after the image data are read with it
+        return {str(k): str(v) for k, v in getattr(img, "text", {}).items()}

@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 # ------------------------------------------------------------------------------------------- training
-KINDS: tuple[str, ...] = ("ddpm", "autoencoder", "ldm", "t2i", "lora", "estimator")  # what `facediff train KIND` trains
+KINDS: tuple[str, ...] = ("ddpm", "autoencoder", "ldm", "t2i", "lora", "estimator",
+                          "parser")  # what `facediff train KIND` trains (parser: the face-parsing mask oracle)
 CONDITIONING: tuple[str, ...] = ("none", "attributes", "text")  # [model] conditioning of a denoiser
 SCHEDULES: tuple[str, ...] = ("linear", "scaled_linear", "cosine")  # [diffusion] schedule (beta_t)
 PREDICTION_TYPES: tuple[str, ...] = ("epsilon", "v_prediction", "sample")  # [diffusion] network target

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from facediff.config import ATTRIBUTES, NUM_LEVELS
+from facediff.conditioning.kinds import ConditionKind, Grid
 from facediff.errors import FacediffError
 
 
@@ -98,3 +99,65 @@ def attribute_sweep(attributes: tuple[str, ...], num_levels: int, seed: int) -> 
         base["eyeglasses"] = 0
     conds = [{**base, a: level} for a in attributes for level in range(num_levels)]
     return conds, [seed] * len(conds)
+
+
+# ------------------------------------------------------------------------------------------------ the kind
+
+
+class AttributesKind(ConditionKind):
+    """Attribute levels -> concatenated one-hots on the global route (null: all zeros = don't care)."""
+
+    name = "attributes"
+    route = "global"
+    user_help = "attribute levels, e.g. smiling=5,eyeglasses=3 (the rest: don't care)"
+    null_label = "don't care"
+    absent = "this model is not attribute-conditional: drop the attributes"
+
+    def __init__(self, attributes: Sequence[str] = ATTRIBUTES, num_levels: int = NUM_LEVELS):
+        self.attributes, self.num_levels = tuple(attributes), int(num_levels)
+
+    def describe(self) -> dict:
+        return {"kind": self.name, "attributes": list(self.attributes), "num_levels": self.num_levels}
+
+    @classmethod
+    def from_description(cls, description: dict, grid: Grid, **model) -> "AttributesKind":
+        return cls(tuple(description["attributes"]), int(description.get("num_levels", NUM_LEVELS)))
+
+    @classmethod
+    def from_config(cls, cfg, grid: Grid) -> "AttributesKind":
+        return cls(tuple(cfg.model.attributes), cfg.model.num_levels)
+
+    def part_drop_prob(self, cfg) -> float:
+        return cfg.diffusion.attr_drop_prob  # each attribute alone: per-attribute guidance
+
+    @property
+    def width(self) -> int:
+        return len(self.attributes) * self.num_levels
+
+    def parse(self, value, where: str = "") -> dict[str, int] | None:
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None
+        if isinstance(value, str):
+            return parse_attrs(value, self.attributes, self.num_levels)
+        if isinstance(value, Mapping):
+            attr_vector(value, self.attributes, self.num_levels)  # names and levels checked
+            return dict(value) or None
+        raise FacediffError(f"{where or '--attrs'} {value!r}: give name=level pairs, e.g. smiling=5,eyeglasses=3")
+
+    def encode(self, values, grid: Grid) -> torch.Tensor:
+        return attr_batch([self.parse(v) if isinstance(v, str) else v for v in values], self.attributes,
+                          self.num_levels)
+
+    def dataset_values(self, dataset, rows, **options) -> list[dict[str, int] | None]:
+        levels = dataset.attribute_levels(self.attributes)[np.asarray(rows)]
+        return [{a: int(v) for a, v in zip(self.attributes, lv) if v >= 0} or None for lv in levels]
+
+    def legacy_config(self) -> dict:
+        return {"attributes": self.attributes, "num_levels": self.num_levels}
+
+    def guidance_parts(self) -> dict[str, slice]:
+        L = self.num_levels
+        return {a: slice(i * L, (i + 1) * L) for i, a in enumerate(self.attributes)}
+
+    def label(self, value) -> str:
+        return ", ".join(f"{k}={v}" for k, v in (value or {}).items())

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from facediff.data.imageio import resize_batch
+from facediff.conditioning.kinds import ConditionKind, Grid
 from facediff.errors import FacediffError
 
 MAX_SKETCH_PIXELS = 64 * 1024 * 1024  # 64 Mpx (8192 x 8192): anything larger is refused before decoding
@@ -85,3 +86,75 @@ def load_sketch(sketch: str | Path | np.ndarray, image_size: int, latent_size: i
         warnings.warn(f"--sketch {name} is {w}x{h}, not square; using its centre {side}x{side} square",
                       stacklevel=2)
     return sketch_to_map(resize_batch(arr[None], image_size), latent_size)
+
+
+# ------------------------------------------------------------------------------------------------ the kind
+
+
+class SketchKind(ConditionKind):
+    """A line drawing -> its ink density on the spatial route, one channel (null: blank paper, zeros)."""
+
+    name = "sketch"
+    route = "spatial"
+    user_help = "a sketch PNG: dark lines on light paper"
+    null_label = "blank paper"
+    absent = "this model does not take a sketch; train an ldm with [latent] sketch = true"
+
+    def own_drop_prob(self, cfg) -> float:
+        return cfg.latent.sketch_drop_prob  # guidance over the sketch alone
+
+    @property
+    def width(self) -> int:
+        return 1
+
+    def parse(self, value, where: str = ""):
+        if value is None or isinstance(value, (np.ndarray, torch.Tensor)):
+            return value
+        if isinstance(value, (str, Path)):
+            return str(value)
+        raise FacediffError(f"{where or '--sketch'} {value!r}: give a sketch PNG file")
+
+    def _map(self, value, grid: Grid) -> torch.Tensor:
+        """One value -> (1, 1, side, side): a file / uint8 array is reduced as in training; a map passes."""
+        if isinstance(value, torch.Tensor):
+            m = value.float().reshape(1, 1, *value.shape[-2:])
+            if m.shape[-1] != grid.side or m.shape[-2] != grid.side:
+                raise FacediffError(f"sketch map has shape {tuple(value.shape)}; this model takes "
+                                    f"(n, 1, {grid.side}, {grid.side})")
+            return m
+        return load_sketch(value, grid.pixels, grid.side)
+
+    def prepare(self, value, grid: Grid) -> torch.Tensor:
+        return self._map(value, grid)
+
+    def encode(self, values, grid: Grid) -> torch.Tensor:
+        return torch.cat([torch.zeros(1, 1, grid.side, grid.side) if v is None else self._map(v, grid)
+                          for v in values])
+
+    def dataset_values(self, dataset, rows, **options) -> list[np.ndarray]:
+        return list(dataset.sketches(rows))
+
+    def place(self, value, box, grid: Grid, canvas: tuple[int, int]):
+        """The sketch drawn into the region's box on a blank canvas map (latent grid of the canvas)."""
+        if value is None:
+            return None
+        if box is None:
+            raise FacediffError("a sketch needs a box to be drawn into")
+        f = grid.pixels // grid.side
+        x0, y0, x1, y1 = (int(v) // f for v in box)
+        side = max(x1 - x0, y1 - y0)
+        out = torch.zeros(1, 1, canvas[0] // f, canvas[1] // f)
+        ink = load_sketch(value, side * f, side) if not isinstance(value, torch.Tensor) else value
+        out[..., y0:y1, x0:x1] = F.interpolate(ink, size=(y1 - y0, x1 - x0), mode="area")
+        return out
+
+    def encode_canvas(self, values, grid: Grid, canvas: tuple[int, int]) -> torch.Tensor:
+        f = grid.pixels // grid.side
+        blank = torch.zeros(1, 1, canvas[0] // f, canvas[1] // f)
+        return torch.cat([blank if v is None else v for v in values])
+
+    def legacy_config(self) -> dict:
+        return {"sketch": True}
+
+    def label(self, value) -> str:
+        return "array" if isinstance(value, (np.ndarray, torch.Tensor)) else str(value)

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from facediff.conditioning.kinds import ConditionKind, Grid
 from facediff.errors import FacediffError
 
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
@@ -91,3 +92,45 @@ class PromptEncoder:
         device = next(self.text_encoder.parameters()).device
         ids = tokenize(self.tokenizer, prompts).to(device)
         return encode_tokens(self.text_encoder, ids, self.tokenizer.pad_token_id).float()
+
+
+# ------------------------------------------------------------------------------------------------ the kind
+
+
+class TextKind(ConditionKind):
+    """A prompt -> token embeddings on the sequence route (null: the empty prompt, or a negative prompt)."""
+
+    name = "text"
+    route = "sequence"
+    user_help = "a prompt, e.g. 'a smiling anime girl with purple hair'"
+    null_label = "the empty prompt"
+    absent = ("this model does not take a prompt; use a text-to-face model (kind t2i, or a Stable Diffusion "
+              "folder) or give attributes")
+
+    def __init__(self, prompt_encoder: "PromptEncoder"):
+        self.prompt_encoder = prompt_encoder
+
+    @classmethod
+    def from_description(cls, description: dict, grid: Grid, **model) -> "TextKind":
+        if model.get("prompt_encoder") is None:
+            raise FacediffError("a text condition needs the model's tokenizer and text encoder")
+        return cls(model["prompt_encoder"])
+
+    @property
+    def width(self) -> int:
+        return self.prompt_encoder.width
+
+    def parse(self, value, where: str = ""):
+        if value is None or isinstance(value, str):
+            return value
+        raise FacediffError(f"{where or '--prompt'} {value!r}: give a text")
+
+    def encode(self, values, grid: Grid) -> torch.Tensor:
+        return self.prompt_encoder([v or "" for v in values])
+
+    def null(self, n: int, grid: Grid, negative=None) -> torch.Tensor:
+        rows = list(negative) if negative is not None else [None] * n
+        return self.prompt_encoder([v or "" for v in rows])
+
+    def dataset_values(self, dataset, rows, *, field: str = "caption", **options) -> list[str]:
+        return [str(dataset.labels[int(r)].get(field) or "") for r in rows]

@@ -4,7 +4,9 @@ A directory with
   images.npy     uint8 N x S x S x 3, read memory-mapped
   labels.jsonl   one JSON object per image: file, split, attributes {name: level}, caption (+ extras)
   sketches.npy   optional uint8 N x S x S line drawings (255 = paper, 0 = ink)
-  masks.npy      optional uint8 N x S x S part labels (SynthFaces)
+  masks.npy      optional uint8 N x S x S class ids: SynthFaces part ids, or face-parsing ids of a set prepared
+                 with --masks; manifest "mask_classes" names the classes (index = id), and
+                 ``PreparedDataset.parsing`` reads either as ``facediff.data.parsing.PARSING_CLASSES`` ids
   manifest.json  source, size, crop, counts, every skipped file with its reason ("skipped"), every image
                  kept without a label row ("unlabelled") and every input that was converted or partly
                  ignored on the way ("notes", e.g. a caption whose invalid UTF-8 bytes were replaced)
@@ -37,6 +39,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from facediff.config import ATTRIBUTES, NUM_LEVELS
+from facediff.data.parsing import as_parsing
 from facediff.errors import FacediffError
 
 ARTIFACTS = ("images.npy", "sketches.npy", "masks.npy", "labels.jsonl", "manifest.json")
@@ -172,6 +175,7 @@ class PreparedWriter:
         self._images = self._sketches = self._masks = None
         self._labels = None
         self._closed = False
+        self._has_masks = masks
         self._target = Path(os.path.realpath(self.out)) if self.out.is_symlink() else Path(os.path.abspath(self.out))
         shapes = {"images.npy": (capacity, size, size, 3)}
         if sketches:
@@ -279,6 +283,12 @@ class PreparedWriter:
                 for line in fh:
                     s = json.loads(line).get("split", "train")
                     splits[s] = splits.get(s, 0) + 1
+        if self._has_masks:  # the classes of masks.npy (SynthFaces passes its part_names)
+            classes = manifest.get("mask_classes") or manifest.get("part_names")
+            if not classes:
+                self.abort()
+                raise FacediffError(f"internal: {self.out}: masks.npy needs mask_classes in the manifest")
+            manifest = {**manifest, "mask_classes": list(classes)}
         counts: dict[str, Any] = {"images": self.count, "skipped": len(self.skipped),
                                   "unlabelled": len(self.unlabelled), "notes": len(self.notes), "splits": splits}
         full = {"format": "facediff-prepared/1", "size": self.size, **manifest, "counts": counts,
@@ -419,6 +429,18 @@ class PreparedDataset:
             raise FacediffError(f"{self.path} has no masks.npy")
         sel = self.indices if idx is None else self.indices[np.asarray(idx)]
         return np.asarray(self._masks[sel])
+
+    @property
+    def mask_classes(self) -> tuple[str, ...] | None:
+        """Class names of masks.npy (index = id; a SynthFaces set's "part_names" before "mask_classes" existed)."""
+        return None if self._masks is None else tuple(self.manifest.get("mask_classes") or
+                                                      self.manifest.get("part_names") or ())
+
+    def parsing(self, idx: Iterable[int] | None = None) -> np.ndarray:
+        """uint8 (n, S, S) ``PARSING_CLASSES`` ids for positions ``idx`` (all when None), whatever masks.npy holds."""
+        if self._masks is None:
+            raise FacediffError(f"{self.path} has no masks.npy; render SynthFaces or prepare it with --masks")
+        return as_parsing(self.masks(idx), self.mask_classes, f"{self.path}/masks.npy")
 
     def attribute_levels(self, attributes: tuple[str, ...] = ATTRIBUTES) -> np.ndarray:
         """int64 (n, len(attributes)); -1 where the label does not give that attribute."""

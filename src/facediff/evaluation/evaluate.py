@@ -15,7 +15,6 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from facediff.conditioning.sketch import sketch_to_map
 from facediff.config import ATTRIBUTES
 from facediff.data.imageio import resize_batch
 from facediff.data.prepared import PreparedDataset
@@ -107,7 +106,7 @@ def _score(gen: np.ndarray, gen_levels: np.ndarray, real: np.ndarray, real_level
 
 
 def evaluate(model: str | Path | None, data: str | Path, *, metrics: str | Sequence[str] = DEFAULT_METRICS,
-             n: int = 256, sampler: str = "dpmpp", steps: int = 25, guidance: float = 3.0, seed: int = 0,
+             n: int = 256, sampler: str = "dpmpp", steps: int = 25, guidance: float | None = None, seed: int = 0,
              split: str | None = None, batch_size: int = 64, init_noise: str = "normal", step_noise: bool = True,
              prompts: str = "caption", clip: str | None = None, text: bool = False, device: str = "auto",
              out: str | Path | None = None, progress: Progress | None = None) -> dict[str, Any]:
@@ -138,26 +137,25 @@ def evaluate(model: str | Path | None, data: str | Path, *, metrics: str | Seque
     real_levels_all = ds.attribute_levels(attrs)
     rows = rng.choice(len(ds), size=n, replace=len(ds) < n)
     gen_levels = real_levels_all[rows] if pipe.conditional else np.full((n, len(attrs)), -1)
-    conditions = ([{a: int(l) for a, l in zip(attrs, lv) if l >= 0} for lv in gen_levels]
-                  if pipe.conditional else None)
+    # every condition the model declares, from the sampled rows (never a silent blank): ``kind.dataset_values``
+    conditioner = pipe.conditioner
+    conditions = {k.name: k.dataset_values(ds, rows, field=prompts) for k in conditioner.kinds}
     texts = None
-    if pipe.takes_text:  # prompts of the sampled rows; the levels they name are what the images must show
+    seq = next((k for k in conditioner.kinds if k.route == "sequence"), None)
+    if seq is not None:  # prompts of the sampled rows; the levels they name are what the images must show
         from facediff.metrics.prompts import prompt_levels
 
-        texts = [str(ds.labels[int(r)].get(prompts) or "") for r in rows]
+        texts = conditions[seq.name]
         if not any(texts):
             raise FacediffError(f"{data}: no labels.jsonl row has a {prompts!r} field to prompt the text model with; "
                                 "pass --prompts caption (or prepare the data set with captions)")
         gen_levels = prompt_levels(texts, attrs)
-    sketches = None
-    if pipe.takes_sketch:
-        if not ds.has_sketches:
-            raise FacediffError(f"{data} has no sketches.npy, but the model is sketch-conditional")
-        sketches = sketch_to_map(resize_batch(ds.sketches(rows), pipe.sample_size), pipe.latent_shape[1])
+    from facediff.pipelines.load import resolve_guidance
+
+    guidance = resolve_guidance(pipe, guidance)  # None: the model's own default
     pipe.network_evaluations = 0
     t0 = time.perf_counter()
-    gen = pipe(seeds=[seed * 100003 + i for i in range(n)], attrs=conditions, sketch=sketches, prompt=texts,
-               guidance=guidance,
+    gen = pipe(seeds=[seed * 100003 + i for i in range(n)], conditions=conditions, guidance=guidance,
                sampler=sampler, steps=steps, batch_size=batch_size, init_noise=init_noise, step_noise=step_noise,
                progress=progress).images
     seconds = time.perf_counter() - t0

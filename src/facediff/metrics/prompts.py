@@ -5,7 +5,8 @@ style it names; the oracle (the SynthFaces attribute estimator, with its style a
 same facts off the generated image. Attribute accuracy counts only the attributes a prompt names (the rest are
 don't-care, -1), as seed 002 scores its attribute-conditional model; hair colour and style are scored on the
 prompts that name them, hair colour also per colour (seed 004's claim that prompts steer hair colour).
-This is the score used in place of CLIP-S when no CLIP weights are available.
+This is the score used in place of CLIP-S when no CLIP weights are available. ``per_prompt_agreement`` gives
+the same agreement per prompt and property over the prompt's own images (``facediff eval --prompts FILE.txt``).
 """
 from __future__ import annotations
 
@@ -38,14 +39,20 @@ def _head_accuracy(wanted: list[str | None], got: np.ndarray, classes: Sequence[
     return {"n": len(rows), "accuracy": float(hits.mean()), "per_value": per}
 
 
-def prompt_accuracy(images: Any, prompts: Sequence[str], extractor) -> dict[str, Any]:
+def prompt_accuracy(images: Any, prompts: Sequence[str], extractor,
+                    predictions: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
     """Oracle agreement of ``images`` with their ``prompts``: {"attr": attribute accuracy over the named
-    attributes, "hair_colour": {...} | None, "style": {...} | None}. ``extractor``: an ``OracleFeatures``."""
+    attributes, "hair_colour": {...} | None, "style": {...} | None}. ``extractor``: an ``OracleFeatures``;
+    ``predictions``: its ``predict(images)`` when already computed."""
+    pred = extractor.predict(images) if predictions is None else predictions
+    return accuracy_from_parsed([parse_caption(p) for p in prompts], pred, extractor.model.config)
+
+
+def accuracy_from_parsed(parsed: Sequence[ParsedCaption], pred: dict[str, np.ndarray], cfg) -> dict[str, Any]:
+    """``prompt_accuracy`` from what each image was asked for (``parsed``, one per image) and the oracle's
+    arg-max classes ``pred``; ``cfg``: the oracle's ``EstimatorConfig``."""
     from facediff.metrics.attributes import accuracy_from_predictions
 
-    cfg = extractor.model.config
-    parsed: list[ParsedCaption] = [parse_caption(p) for p in prompts]
-    pred = extractor.predict(images)
     out: dict[str, Any] = {}
     levels = np.array([[pc.attributes.get(a, -1) for a in cfg.attributes] for pc in parsed], dtype=np.int64)
     if (levels >= 0).any():
@@ -56,3 +63,36 @@ def prompt_accuracy(images: Any, prompts: Sequence[str], extractor) -> dict[str,
     out["style"] = (_head_accuracy([pc.style for pc in parsed], pred["style"], cfg.styles)
                     if "style" in pred else None)
     return out
+
+
+def named_properties(wanted: ParsedCaption, cfg) -> dict[str, int | str]:
+    """What ``wanted`` names that the oracle ``cfg`` has a head for, in head order: attribute levels, then
+    hair colour and style as class names. Hair length and unknown colours are not read: left out."""
+    out: dict[str, int | str] = {a: int(wanted.attributes[a]) for a in cfg.attributes if a in wanted.attributes}
+    if wanted.hair_colour is not None and wanted.hair_colour in cfg.hair_colours:
+        out["hair_colour"] = wanted.hair_colour
+    if wanted.style is not None and wanted.style in cfg.styles:
+        out["style"] = wanted.style
+    return out
+
+
+def readings(pred: dict[str, np.ndarray], cfg) -> dict[str, list[int | str]]:
+    """The oracle's reading per head and image: attribute levels as ints, style / hair colour as names."""
+    classes = {"style": cfg.styles, "hair_colour": cfg.hair_colours}
+    return {k: [classes[k][int(v)] if k in classes else int(v) for v in vals] for k, vals in pred.items()}
+
+
+def per_prompt_agreement(wanted: Sequence[ParsedCaption], groups: Sequence[Sequence[int]],
+                         pred: dict[str, np.ndarray], cfg) -> list[dict[str, Any]]:
+    """For prompt i and its images ``groups[i]``: what it names ("names"), per named property the share of
+    its images where the oracle reads that value ("agreement") and the readings ("read"), and "mean", the
+    mean share over the named properties (None when it names nothing the oracle reads)."""
+    read = readings(pred, cfg)
+    rows = []
+    for pc, idx in zip(wanted, groups):
+        names = named_properties(pc, cfg)
+        got = {k: [read[k][i] for i in idx] for k in names}
+        agree = {k: float(np.mean([g == v for g in got[k]])) for k, v in names.items()}
+        rows.append({"names": names, "agreement": agree, "read": got,
+                     "mean": float(np.mean(list(agree.values()))) if agree else None})
+    return rows

@@ -39,12 +39,14 @@ def _block_types(cfg: ModelConfig, sample_size: int) -> tuple[tuple[str, ...], t
 
 
 def build_unet(cfg: ModelConfig, sample_size: int, *, in_channels: int | None = None,
-               out_channels: int | None = None, cross_attention_dim: int | None = None) -> nn.Module:
+               out_channels: int | None = None, cross_attention_dim: int | None = None,
+               class_dim: int | None = None) -> nn.Module:
     """Build the diffusers U-Net described by ``cfg`` for ``sample_size`` x ``sample_size`` inputs.
 
     ``in_channels`` / ``out_channels`` override cfg.in_channels (latent models: latent channels, plus the
     concatenated sketch channel on the input side); ``cross_attention_dim`` is the text encoder's width D
-    (text models only).
+    (text models only); ``class_dim`` the width of the global condition vector (None: the attribute one-hots
+    of ``cfg``; 0: no global condition).
     """
     levels = len(cfg.block_out_channels)
     if sample_size % (2 ** (levels - 1)) != 0:
@@ -61,7 +63,9 @@ def build_unet(cfg: ModelConfig, sample_size: int, *, in_channels: int | None = 
         down_block_types=down, up_block_types=up, norm_num_groups=cfg.norm_num_groups,
         attention_head_dim=cfg.attention_head_dim, resnet_time_scale_shift="scale_shift",
     )
-    if cfg.conditioning == "none":
+    if class_dim is None:
+        class_dim = cond_dim(cfg) if cfg.conditioning == "attributes" else 0
+    if cfg.conditioning == "none" and not class_dim:
         return UNet2DModel(**common, dropout=cfg.dropout)
     if cfg.conditioning == "text":  # Stable Diffusion's layout: cross-attention on (B, L, D) token embeddings
         if not cross_attention_dim:
@@ -74,7 +78,7 @@ def build_unet(cfg: ModelConfig, sample_size: int, *, in_channels: int | None = 
                                     cross_attention_dim=cross_attention_dim, dropout=cfg.dropout)
     return UNet2DConditionModel(
         **common, mid_block_type="UNetMidBlock2D", class_embed_type="projection",
-        projection_class_embeddings_input_dim=cond_dim(cfg), cross_attention_dim=cfg.block_out_channels[-1],
+        projection_class_embeddings_input_dim=class_dim, cross_attention_dim=cfg.block_out_channels[-1],
         dropout=cfg.dropout,
     )
 

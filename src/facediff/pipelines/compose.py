@@ -25,7 +25,6 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from facediff.conditioning.attributes import parse_attrs
 from facediff.conditioning.condition import Branches
-from facediff.conditioning.sketch import load_sketch
 from facediff.errors import FacediffError
 from facediff.imaging import to_uint8
 from facediff.pipelines.layout import (  # noqa: F401  (re-exported: the public names of composition)
@@ -51,39 +50,14 @@ class ComposeOutput:
 
 
 def _region_branches(pipe, region: Region, where: str, n: int, guidance: float, lmask: torch.Tensor,
-                     box_px: tuple[int, int, int, int] | None) -> Branches:
+                     box_px: tuple[int, int, int, int] | None, canvas: tuple[int, int]) -> Branches:
+    """The guidance branches of one region: its values of every condition kind the model declares, spatial
+    ones placed into its box on the canvas (``kind.place``), the rest holding for the whole region."""
     conditioner = pipe.conditioner
-
-    def per_image(value: Any, what: str) -> list | None:  # one value for every image, or a list of n
-        if value is None:
-            return None
-        rows = list(value) if isinstance(value, (list, tuple)) else [value] * n
-        if len(rows) != n:
-            raise FacediffError(f"{len(rows)} {what} for {n} images: give one, or one per image")
-        return rows
-
     try:
-        attrs = per_image(region.attrs, "attribute sets")
-        if attrs is not None:
-            attrs = [parse_attrs(a, pipe.attributes or None, pipe.num_levels) if isinstance(a, str) and a.strip()
-                     else (a or None) for a in attrs]
-        if region.sketch is not None and not conditioner.takes_sketch:
-            raise FacediffError("this model does not take a sketch; train an ldm with [latent] sketch = true")
-        cond = conditioner.encode(n, attrs if attrs and any(attrs) else None, None,
-                                  per_image(region.prompt, "prompts"))
-        if region.negative_prompt is not None and not conditioner.takes_text:
-            raise FacediffError("negative_prompt needs a text-to-face model")
-        if cond.concat is not None:  # the sketch map on the canvas: the region's sketch in its box, blank elsewhere
-            canvas = torch.zeros(1, 1, *lmask.shape[-2:])
-            if region.sketch is not None:
-                if box_px is None:
-                    raise FacediffError("a sketch needs a box to be drawn into")
-                f = pipe.space.downsample
-                x0, y0, x1, y1 = (int(v) // f for v in box_px)
-                side = max(x1 - x0, y1 - y0)
-                ink = load_sketch(region.sketch, side * f, side)
-                canvas[..., y0:y1, x0:x1] = F.interpolate(ink, size=(y1 - y0, x1 - x0), mode="area")
-            cond = cond.with_fields(concat=canvas.expand(n, -1, -1, -1))
+        values = conditioner.gather(n, region.conditions, prepare=False, attrs=region.attrs, sketch=region.sketch,
+                                    prompt=region.prompt)
+        cond = conditioner.encode_region(n, values, box_px, canvas)
         return conditioner.branches(cond, guidance, None,
                                     [region.negative_prompt] * n if region.negative_prompt is not None else None)
     except FacediffError as e:
@@ -141,6 +115,7 @@ def plan(pipe, layout: Layout, *, n: int = 1, seeds: list[int] | None = None, ma
     views = make_views((H, W), (window, window), (stride, stride), circular=layout.circular)
 
     masks_px, regions = [], []
+    canvas = (layout.height, layout.width)
     for i, region in enumerate(layout.regions):
         where = f"region {i + 1}" + (f" ({region.name})" if region.name else "")
         m = pixel_mask(region, layout.width, layout.height, where)
@@ -154,7 +129,7 @@ def plan(pipe, layout: Layout, *, n: int = 1, seeds: list[int] | None = None, ma
         if region.bootstrap is not None and not 0.0 <= region.bootstrap <= 1.0:
             raise _fail(where, f"bootstrap = {region.bootstrap}: give a fraction of the steps in [0, 1]")
         k_own = None if region.bootstrap is None else int(round(region.bootstrap * layout.steps))
-        regions.append(RegionPaths(_region_branches(pipe, region, where, n, guidance, lm, box), lm,
+        regions.append(RegionPaths(_region_branches(pipe, region, where, n, guidance, lm, box, canvas), lm,
                                    bootstrap_steps=k_own))
         masks_px.append(m[0, 0].numpy())
     fg = sum((r.mask for r in regions), torch.zeros(1, 1, H, W))
@@ -164,7 +139,8 @@ def plan(pipe, layout: Layout, *, n: int = 1, seeds: list[int] | None = None, ma
         raise FacediffError("background: takes no box or mask (it covers what the regions leave)")
     bg_guidance = layout.guidance if bg.guidance is None else bg.guidance
     if float(bg_mask.sum()) > 0 or not regions:
-        regions.append(RegionPaths(_region_branches(pipe, bg, bg.name or "background", n, bg_guidance, bg_mask, None),
+        regions.append(RegionPaths(_region_branches(pipe, bg, bg.name or "background", n, bg_guidance, bg_mask, None,
+                                                    canvas),
                                    bg_mask if regions else torch.ones(1, 1, H, W), foreground=False))
 
     device = pipe.device
@@ -207,10 +183,11 @@ def _initial_noise(shape: tuple[int, ...], seeds: list[int], own: list[tuple[int
 def compose(pipe, layout: Layout, *, n: int = 1, seeds: list[int] | None = None, max_batch: int = 64,
             batched: bool = True, max_paths: int = MAX_PATHS, precision: str = "no",
             callback_on_step_end: Callable[..., dict | None] | None = None,
-            progress: Progress | None = None) -> ComposeOutput:
+            progress: Progress | None = None, task: str = "compose") -> ComposeOutput:
     """Sample ``n`` compositions of ``layout`` with ``pipe`` (image i: seed ``layout.seed + i``).
     ``callback_on_step_end(pipe, step_index, timestep, {"latents": x})`` runs after every step (diffusers'
-    signature; it may return {"latents": ...}); ``pipe.interrupt = True`` stops after the current step."""
+    signature; it may return {"latents": ...}); ``pipe.interrupt = True`` stops after the current step;
+    ``task`` names the progress reports."""
     p = plan(pipe, layout, n=n, seeds=seeds, max_batch=max_batch, batched=batched, max_paths=max_paths,
              precision=precision)
     pipe.interrupt = False
@@ -221,7 +198,7 @@ def compose(pipe, layout: Layout, *, n: int = 1, seeds: list[int] | None = None,
             changed = callback_on_step_end(pipe, done - 1, t, {"latents": x})
             if changed and "latents" in changed:
                 x.copy_(changed["latents"])
-        report(progress, "compose", done, total, preview=x)
+        report(progress, task, done, total, preview=x)
         return bool(pipe.interrupt)
 
     with torch.no_grad():
@@ -234,11 +211,12 @@ def compose(pipe, layout: Layout, *, n: int = 1, seeds: list[int] | None = None,
 
 def panorama(pipe, *, width: int, height: int | None = None, prompt: str | None = None,
              negative_prompt: str | None = None, attrs: dict[str, int] | str | None = None, circular: bool = False,
-             stride: int | None = None, **settings: Any) -> ComposeOutput:
+             stride: int | None = None, conditions: dict | None = None, **settings: Any) -> ComposeOutput:
     """One condition over a wide canvas (``height`` None: the model's native size); ``settings`` are the
     other ``Layout`` fields (steps, sampler, guidance, seed) and ``compose`` options (n, callback, ...)."""
     layout_keys = {f.name for f in fields(Layout)}
     layout = Layout(width=width, height=height or pipe.sample_size, stride=stride, circular=circular,
-                    background=Region(name="panorama", prompt=prompt, negative_prompt=negative_prompt, attrs=attrs),
+                    background=Region(name="panorama", prompt=prompt, negative_prompt=negative_prompt, attrs=attrs,
+                                      conditions=dict(conditions or {})),
                     **{k: v for k, v in settings.items() if k in layout_keys})
     return compose(pipe, layout, **{k: v for k, v in settings.items() if k not in layout_keys})

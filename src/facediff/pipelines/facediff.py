@@ -28,7 +28,8 @@ from diffusers import DiffusionPipeline
 from diffusers.utils import BaseOutput
 
 from facediff.conditioning.conditioner import Conditioner
-from facediff.conditioning.sketch import load_sketch
+from facediff.conditioning.kinds import ConditionKind, Grid
+from facediff.conditioning.registry import kind_class
 from facediff.conditioning.text import PromptEncoder
 from facediff.errors import FacediffError
 from facediff.imaging import to_uint8
@@ -54,7 +55,7 @@ class FacediffPipeline(DiffusionPipeline):
     _optional_components = ["vae", "tokenizer", "text_encoder"]
 
     def __init__(self, unet, scheduler, vae=None, tokenizer=None, text_encoder=None, attributes=(), num_levels=6,
-                 sketch=False):
+                 sketch=False, conditions=None):
         super().__init__()
         if (tokenizer is None) != (text_encoder is None):
             raise FacediffError("a text model needs both a tokenizer and a text_encoder")
@@ -63,8 +64,11 @@ class FacediffPipeline(DiffusionPipeline):
         extra = {"attributes": list(attributes), "num_levels": int(num_levels)} if attributes else {}
         if sketch:
             extra["sketch"] = True
+        if conditions:  # the declared condition kinds (descriptions), in channel / vector order
+            extra["conditions"] = [dict(d) for d in conditions]
         if extra:
             self.register_to_config(**extra)
+        self._conditions = [dict(d) for d in conditions or []]
         self._attributes = tuple(attributes)
         self._num_levels = int(num_levels)
         self._sketch = bool(sketch)
@@ -84,9 +88,23 @@ class FacediffPipeline(DiffusionPipeline):
         return LatentSpace(self.vae) if self.vae is not None else PixelSpace()
 
     @property
-    def conditioner(self) -> Conditioner:
+    def grid(self) -> Grid:
+        return Grid(self.sample_size, self.latent_shape[1])
+
+    @property
+    def condition_kinds(self) -> tuple[ConditionKind, ...]:
+        """The model's condition kinds: its ``conditions`` config (descriptions, in channel / vector order),
+        or for models saved before it the keys ``attributes`` / ``sketch`` and a text encoder."""
         text = PromptEncoder(self.tokenizer, self.text_encoder) if self.takes_text else None
-        return Conditioner(self._attributes, self._num_levels, self.latent_shape[1] if self._sketch else None, text)
+        if not self._conditions:
+            return Conditioner.from_parts(self._attributes, self._num_levels,
+                                          self.latent_shape[1] if self._sketch else None, text, self.grid).kinds
+        return tuple(kind_class(d["kind"]).from_description(d, self.grid, prompt_encoder=text)
+                     for d in self._conditions)
+
+    @property
+    def conditioner(self) -> Conditioner:
+        return Conditioner(self.condition_kinds, self.grid)
 
     @property
     def takes_text(self) -> bool:
@@ -94,20 +112,20 @@ class FacediffPipeline(DiffusionPipeline):
 
     @property
     def attributes(self) -> tuple[str, ...]:
-        return self._attributes
+        return self.conditioner.attributes if self._conditions else self._attributes
 
     @property
     def num_levels(self) -> int:
-        return self._num_levels
+        return self.conditioner.num_levels if self._conditions else self._num_levels
 
     @property
     def conditional(self) -> bool:
         """Attribute-conditional?"""
-        return bool(self._attributes)
+        return bool(self.attributes)
 
     @property
     def takes_sketch(self) -> bool:
-        return self._sketch
+        return self.conditioner.takes_sketch
 
     @property
     def latent_shape(self) -> tuple[int, int, int]:
@@ -136,8 +154,10 @@ class FacediffPipeline(DiffusionPipeline):
                  seed: int = 0, seeds: Sequence[int] | None = None, eta: float = 0.0, init_noise: str = "normal",
                  step_noise: bool = True, batch_size: int = 64, output_type: str = "np",
                  precision: str = "no", callback_on_step_end: Callable[..., dict | None] | None = None,
-                 progress: Progress | None = None) -> FacediffOutput:
-        """Generate ``n`` faces (or ``len(seeds)``). ``attrs``: one dict for all images or one per image;
+                 progress: Progress | None = None, conditions: Mapping[str, Any] | None = None) -> FacediffOutput:
+        """Generate ``n`` faces (or ``len(seeds)``). ``conditions``: {kind name: one value for all images, or
+        one per image} for any condition kind the model declares; the built-in kinds also by keyword:
+        ``attrs``: one dict for all images or one per image;
         ``sketch``: a PNG path / uint8 array (dark lines on light paper) or ink maps (n or 1, 1, h, w);
         ``prompt`` / ``negative_prompt``: one text for all images or one per image (text models);
         ``precision``: the network's, "no" (fp32), "bf16" (autocast) or "auto" (bf16 where measured faster
@@ -150,22 +170,9 @@ class FacediffPipeline(DiffusionPipeline):
             raise FacediffError(f"guidance = {guidance}: must be a finite number (1 = no guidance)")
         if output_type not in ("np", "pt"):
             raise FacediffError(f"output_type = {output_type!r}: choose np or pt")
-        rows = list(attrs) if isinstance(attrs, (list, tuple)) else [attrs] * n
-        if len(rows) != n:
-            raise FacediffError(f"{len(rows)} attribute conditions for {n} images")
-        prompts = [prompt] * n if prompt is None or isinstance(prompt, str) else list(prompt)
-        negatives = [negative_prompt] * n if negative_prompt is None or isinstance(negative_prompt, str) \
-            else list(negative_prompt)
-        if len(prompts) != n or len(negatives) != n:
-            raise FacediffError(f"{len(prompts)} prompts and {len(negatives)} negative prompts for {n} images: "
-                                "give one, or one per image")
         conditioner = self.conditioner
-        if any(p is not None for p in negatives) and not conditioner.takes_text:
-            raise FacediffError("--negative-prompt needs a text-to-face model")
-        if sketch is not None and not isinstance(sketch, torch.Tensor):
-            if not conditioner.takes_sketch:
-                raise FacediffError("this model does not take a sketch; train an ldm with [latent] sketch = true")
-            sketch = load_sketch(sketch, self.sample_size, self.latent_shape[1])
+        values = conditioner.gather(n, conditions, attrs=attrs, sketch=sketch, prompt=prompt)
+        negatives = conditioner.per_image("negative prompt", negative_prompt, n)  # checked by branches()
         device = self.device
         mixed, _ = sampling_precision(precision, device)
         model_fn = autocast_model(self.denoise_fn, mixed, device)
@@ -176,10 +183,8 @@ class FacediffPipeline(DiffusionPipeline):
 
         for sl in chunks:
             m = sl.stop - sl.start
-            chunk_sketch = None if sketch is None else (sketch if len(sketch) == 1 else sketch[sl])
-            chunk_prompts = None if all(p is None for p in prompts[sl]) else [p or "" for p in prompts[sl]]
             chunk_neg = None if all(p is None for p in negatives[sl]) else [p or "" for p in negatives[sl]]
-            cond = conditioner.encode(m, rows[sl], chunk_sketch, chunk_prompts)
+            cond = conditioner.encode_values(m, {name: rows[sl] for name, rows in values.items()})
             denoise = guided_denoiser(model_fn, conditioner.branches(cond, guidance, attr_scales, chunk_neg))
 
             def on_step(done: int, total: int, t: torch.Tensor, x: torch.Tensor) -> bool:

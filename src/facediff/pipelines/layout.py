@@ -36,6 +36,7 @@ class Region:
     guidance: float | None = None  # this region's guidance scale (None: the layout's)
     seed: int | None = None  # this region's initial noise (image i: seed + i; None: the layout's seed)
     bootstrap: float | None = None  # this region's fraction of bootstrapping steps (None: the layout's)
+    conditions: dict = field(default_factory=dict)  # values of other condition kinds, by kind name (TOML: their keys)
 
 
 @dataclass
@@ -82,12 +83,21 @@ def _check_types(table: dict, types: dict, where: str) -> None:
 
 
 def _region_from(table: dict, where: str, base: Path) -> Region:
-    known = {f.name for f in fields(Region)}
-    for k in table:
-        if k not in known:
-            raise _fail(where, f"unknown key {k!r}; known: {', '.join(sorted(known))}")
+    from facediff.conditioning.registry import registered
+
+    known = {f.name for f in fields(Region)} - {"conditions"}
+    kinds = registered()
+    conditions = dict(table.pop("conditions", None) or {})
+    for k in list(table):
+        if k in kinds and k not in known:  # a condition kind's value under its own name
+            conditions[k] = table.pop(k)
+        elif k not in known:
+            raise _fail(where, f"unknown key {k!r}; known: {', '.join(sorted(known | set(kinds)))}")
+    table["conditions"] = conditions
+    in_memory = {k: table.pop(k) for k in ("mask", "sketch")  # drawn in the UI / given as arrays: kept by hash
+                 if isinstance(table.get(k), dict) and set(table[k]) == {"array_sha256"}}
     _check_types(table, _REGION_TYPES, where)
-    r = Region(**table)
+    r = Region(**table, **in_memory)
     if r.box is not None:
         if not isinstance(r.box, (list, tuple)) or len(r.box) != 4 or \
                 not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in r.box):
@@ -95,6 +105,8 @@ def _region_from(table: dict, where: str, base: Path) -> Region:
         r.box = tuple(float(v) for v in r.box)
     for key in ("mask", "sketch"):
         value = getattr(r, key)
+        if isinstance(value, dict):
+            continue
         if isinstance(value, str):
             setattr(r, key, base / value)
     return r
@@ -109,25 +121,62 @@ def load_layout(path: str | Path) -> Layout:
         raise FacediffError(f"--layout {path}: no such file") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise FacediffError(f"--layout {path}: not valid TOML ({' '.join(str(e).split())})") from None
+    return layout_from_dict(data, f"{path}", path.parent)
+
+
+def layout_from_dict(data: dict, where: str = "layout", base: Path = Path(".")) -> Layout:
+    """A layout from its TOML tables (``layout_to_dict``'s form); relative mask / sketch paths are under ``base``."""
+    data = dict(data)
     known = {f.name for f in fields(Layout)} - {"regions"} | {"region"}
     for k in data:
         if k not in known:
-            raise _fail(f"{path}", f"unknown key {k!r}; known: {', '.join(sorted(known))}")
+            raise _fail(where, f"unknown key {k!r}; known: {', '.join(sorted(known))}")
     for k in ("width", "height"):
         if not isinstance(data.get(k), int) or isinstance(data.get(k), bool):
-            raise _fail(f"{path}", f"{k} = {data.get(k)!r}: give the canvas {k} in pixels (an integer)")
-    _check_types(data, _LAYOUT_TYPES, f"{path}")
+            raise _fail(where, f"{k} = {data.get(k)!r}: give the canvas {k} in pixels (an integer)")
+    _check_types(data, _LAYOUT_TYPES, where)
     regions = data.pop("region", [])
-    if not isinstance(regions, list):
-        raise _fail(f"{path}", "regions are [[region]] tables")
+    if not isinstance(regions, list) or not all(isinstance(t, dict) for t in regions):
+        raise _fail(where, "regions are [[region]] tables")
     background = data.pop("background", {})
-    layout = Layout(**data, background=_region_from(background, f"{path} [background]", path.parent),
-                    regions=[_region_from(t, f"{path} region {i + 1}", path.parent) for i, t in enumerate(regions)])
-    return layout
+    if not isinstance(background, dict):
+        raise _fail(where, "background is a [background] table")
+    return Layout(**data, background=_region_from(dict(background), f"{where} [background]", base),
+                  regions=[_region_from(dict(t), f"{where} region {i + 1}", base) for i, t in enumerate(regions)])
+
+
+def layout_to_dict(layout: Layout) -> dict:
+    """The layout as TOML tables (``layout_from_dict`` reads them back): None values left out, file paths made
+    absolute, a mask or sketch given as an array (API / UI) kept as its SHA-256 (``{"array_sha256": ...}``)."""
+    import hashlib
+
+    def region(r: Region) -> dict:
+        out = {}
+        for f in fields(Region):
+            v = getattr(r, f.name)
+            if v is None or (f.name in ("name", "soft", "feather") and v == f.default) or (f.name == "conditions"
+                                                                                      and not v):
+                continue
+            if isinstance(v, np.ndarray):
+                v = {"array_sha256": hashlib.sha256(np.ascontiguousarray(v).tobytes()).hexdigest()}
+            elif isinstance(v, Path) or f.name in ("mask", "sketch"):
+                v = str(Path(v).resolve())
+            elif isinstance(v, tuple):
+                v = list(v)
+            out[f.name] = v
+        return out
+
+    data = {f.name: getattr(layout, f.name) for f in fields(Layout) if f.name not in ("regions", "background")}
+    data = {k: v for k, v in data.items() if v is not None}
+    data["background"] = region(layout.background)
+    data["region"] = [region(r) for r in layout.regions]
+    return data
 
 
 # ---------------------------------------------------------------------------------------------- masks
 def _read_mask(mask: str | Path | np.ndarray, where: str) -> np.ndarray:
+    if isinstance(mask, dict):
+        raise _fail(where, "the mask was drawn in memory and not saved with the settings; give a mask file")
     if isinstance(mask, np.ndarray):
         arr = mask.astype(np.float32)
         return arr / 255.0 if arr.max() > 1.0 else arr

@@ -75,6 +75,9 @@ def resolve_model_dir(path: str | Path | None, *, text: bool = False) -> Path:
             kind = json.loads((p / "config.json").read_text()).get("kind")
         except ValueError:
             kind = None
+        if kind == "parser":
+            raise FacediffError(f"--model {p}: a face-parser run, not a diffusion model; it scores masks in "
+                                "`facediff eval` (metrics.parsing), it is not sampled")
         if kind == "estimator":
             raise FacediffError(f"--model {p}: an attribute-estimator run, not a diffusion model; it is used by "
                                 "`facediff eval` through the oracle, not sampled")
@@ -124,9 +127,38 @@ def load_pipeline(path: str | Path | None = None, device: str | torch.device = "
                 dlogging.enable_progress_bar()
     if (folder / TRAINING_CONFIG).is_file():
         pipe.training_config = json.loads((folder / TRAINING_CONFIG).read_text())
+    pipe.default_guidance = sampling_defaults(folder).get("guidance")
     pipe.model_dir = folder
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)
+
+
+SAMPLING_DEFAULTS = "sampling_defaults.json"  # optional, beside the components: {"guidance": 5.0, "measured": "..."}
+
+
+DEFAULT_GUIDANCE = 3.0  # a model's guidance scale when it names none
+
+
+def resolve_guidance(pipe, guidance: float | None) -> float:
+    """``guidance``, or (None) the model's own default from ``sampling_defaults.json``, else DEFAULT_GUIDANCE."""
+    if guidance is not None:
+        return float(guidance)
+    return float(getattr(pipe, "default_guidance", None) or DEFAULT_GUIDANCE)
+
+
+def sampling_defaults(folder: Path) -> dict:
+    """The model's own sampling defaults (today: its guidance scale, chosen by measurement), {} if none."""
+    path = Path(folder) / SAMPLING_DEFAULTS
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except ValueError:
+        raise FacediffError(f"{path}: not valid JSON; fix or delete it") from None
+    guidance = data.get("guidance") if isinstance(data, dict) else None
+    if guidance is not None and (isinstance(guidance, bool) or not isinstance(guidance, (int, float))):
+        raise FacediffError(f"{path}: guidance = {guidance!r}: give a number")
+    return data if isinstance(data, dict) else {}
 
 
 def _lora_export(path: str | Path | None) -> Path | None:

@@ -91,6 +91,101 @@ def _heun_euler_first_step(
     return x, rest
 
 
+def _check_arguments(shape: tuple[int, ...], sampler: str, init_noise: str, seeds: Sequence[int], steps: int,
+                     eta: float, scheduler_config: dict[str, Any]) -> int:
+    """One-line errors for arguments ``sample`` cannot run with; T, the model's num_train_timesteps."""
+    if len(shape) < 2:
+        raise FacediffError(f"sample: shape {shape} must be (batch, channels, ...)")
+    check_choice("sampler", sampler, SAMPLERS)
+    check_choice("init_noise", init_noise, INIT_NOISE)
+    if len(seeds) != shape[0]:
+        raise FacediffError(f"sample: {len(seeds)} seeds for a batch of {shape[0]}; give one seed per image")
+    T = int(scheduler_config["num_train_timesteps"])
+    if not 1 <= int(steps) <= T:
+        raise FacediffError(f"steps = {steps}: choose 1..{T} (the model's num_train_timesteps)")
+    if not eta >= 0 or eta == float("inf"):
+        raise FacediffError(f"eta = {eta}: must be >= 0 (0 = deterministic DDIM, 1 = DDPM-like)")
+    return T
+
+
+def _set_up_scheduler(sampler: str, scheduler_config: dict[str, Any], steps: int, eta: float, step_noise: bool,
+                      device: torch.device | str, T: int) -> tuple[Any, str, float]:
+    """(scheduler with its ``steps`` timesteps set, the sampler that runs, its eta): DDPM without step noise
+    runs as DDIM with eta = 1 and zero variance noise."""
+    scheduler = make_scheduler(sampler, scheduler_config)
+    if sampler not in ("ddpm", "ddim"):
+        # sigma-space samplers use sigma_t = sqrt((1 - alpha_bar_t) / alpha_bar_t) in diffusers' float32
+        ab = scheduler.alphas_cumprod
+        if not torch.isfinite((1 - ab) / ab).all():
+            raise FacediffError(
+                f"the schedule ({scheduler_config.get('beta_schedule')}, T = {T}) reaches alpha_bar_T = "
+                f"{float(ab.double().min()):.1e}, beyond float32 for the {sampler} sampler: use ddpm or ddim, "
+                "or less total noise (e.g. beta_start and beta_end scaled by 1000 / T)"
+            )
+    scheduler.set_timesteps(int(steps), device=device)
+    if sampler == "ddpm" and not step_noise:
+        # the posterior mean mu~_t(x_t, x0_hat) of q(x_t' | x_t, x0) (Ho et al. 2020, eq. 7) is DDIM's step
+        # with eta = 1 and zero variance noise (Song et al. 2021, sec. 4.1): same timesteps, same alpha_bar
+        scheduler = make_scheduler("ddim", scheduler_config)
+        scheduler.set_timesteps(int(steps), device=device)
+        sampler, eta = "ddim", 1.0
+    return scheduler, sampler, eta
+
+
+def _draw_x_T(shape: tuple[int, ...], init_noise: str, generators: list[torch.Generator],
+              device: torch.device | str, generator_device: torch.device | str, latents: torch.Tensor | None,
+              init_noise_sigma: float) -> torch.Tensor:
+    """x_T (float32, times the scheduler's ``init_noise_sigma``) from the per-image generators, or ``latents``."""
+    if init_noise == "normal":
+        x = randn_tensor(shape, generator=generators, device=torch.device(device), dtype=torch.float32)
+    elif init_noise == "zero":
+        x = torch.zeros(shape, device=device, dtype=torch.float32)
+    else:  # one N(0,1) value per image and channel, broadcast over the spatial axes
+        const_shape = (1, shape[1]) + (1,) * (len(shape) - 2)
+        x = torch.cat(
+            [torch.randn(const_shape, generator=g, device=generator_device, dtype=torch.float32) for g in generators]
+        ).to(device).expand(shape).contiguous()
+    if latents is not None:  # drawn above all the same, so that the generators' later draws do not shift
+        if tuple(latents.shape) != shape:
+            raise FacediffError(f"sample: latents of shape {tuple(latents.shape)} for a canvas of {shape}")
+        x = latents.to(device=device, dtype=torch.float32)
+    return x * float(init_noise_sigma)  # Euler/Heun: sqrt(sigma_max^2 + 1); VP samplers: 1
+
+
+def _step_loop(scheduler: Any, model: Denoise, x: torch.Tensor, *, sampler: str, steps: int, eta: float,
+               step_noise: bool, generators: list[torch.Generator], callback: StepCallback | None) -> torch.Tensor:
+    """The sampler's updates x_t -> x_t' over the scheduler's timesteps (Heun: its first interval as an Euler
+    step), each followed by ``callback``; x when the timesteps run out or the callback says stop."""
+    done, total = 0, len(scheduler.timesteps)
+    if sampler == "heun" and steps > 1:
+        t_first = scheduler.timesteps[0]
+        x, scheduler = _heun_euler_first_step(scheduler, model, x)
+        done = 1
+        total = 1 + len(scheduler.timesteps)
+        if callback is not None and callback(done, total, t_first, x):
+            return x
+
+    takes_generator = "generator" in inspect.signature(scheduler.step).parameters
+    for t in scheduler.timesteps:
+        x_in = scheduler.scale_model_input(x, t)  # Euler/Heun: x / sqrt(sigma^2 + 1); identity otherwise
+        out = model(x_in, t)
+        if sampler == "ddpm":
+            x = scheduler.step(out, t, x, generator=generators).prev_sample
+        elif sampler == "ddim":
+            if step_noise or eta == 0:
+                x = scheduler.step(out, t, x, eta=float(eta), generator=generators).prev_sample
+            else:  # zero variance noise: x_{t'} is the mean of DDIM's q_sigma(x_{t'} | x_t, x0_hat)
+                x = scheduler.step(out, t, x, eta=float(eta), variance_noise=torch.zeros_like(x)).prev_sample
+        else:  # deterministic ODE samplers; the generators only reach the steps that take them
+            kwargs = {"generator": generators} if takes_generator else {}
+            x = scheduler.step(out, t, x, **kwargs).prev_sample
+        x = x.to(torch.float32)
+        done += 1
+        if callback is not None and callback(done, total, t, x):
+            break
+    return x
+
+
 def sample(
     denoise: Denoise,
     shape: Sequence[int],
@@ -123,52 +218,11 @@ def sample(
     draw (the seeds still drive every later noise draw, exactly as without it).
     """
     shape = tuple(int(s) for s in shape)
-    if len(shape) < 2:
-        raise FacediffError(f"sample: shape {shape} must be (batch, channels, ...)")
-    check_choice("sampler", sampler, SAMPLERS)
-    check_choice("init_noise", init_noise, INIT_NOISE)
-    if len(seeds) != shape[0]:
-        raise FacediffError(f"sample: {len(seeds)} seeds for a batch of {shape[0]}; give one seed per image")
-    T = int(scheduler_config["num_train_timesteps"])
-    if not 1 <= int(steps) <= T:
-        raise FacediffError(f"steps = {steps}: choose 1..{T} (the model's num_train_timesteps)")
-    if not eta >= 0 or eta == float("inf"):
-        raise FacediffError(f"eta = {eta}: must be >= 0 (0 = deterministic DDIM, 1 = DDPM-like)")
-
-    scheduler = make_scheduler(sampler, scheduler_config)
-    if sampler not in ("ddpm", "ddim"):
-        # sigma-space samplers use sigma_t = sqrt((1 - alpha_bar_t) / alpha_bar_t) in diffusers' float32
-        ab = scheduler.alphas_cumprod
-        if not torch.isfinite((1 - ab) / ab).all():
-            raise FacediffError(
-                f"the schedule ({scheduler_config.get('beta_schedule')}, T = {T}) reaches alpha_bar_T = "
-                f"{float(ab.double().min()):.1e}, beyond float32 for the {sampler} sampler: use ddpm or ddim, "
-                "or less total noise (e.g. beta_start and beta_end scaled by 1000 / T)"
-            )
-    scheduler.set_timesteps(int(steps), device=device)
-    if sampler == "ddpm" and not step_noise:
-        # the posterior mean mu~_t(x_t, x0_hat) of q(x_t' | x_t, x0) (Ho et al. 2020, eq. 7) is DDIM's step
-        # with eta = 1 and zero variance noise (Song et al. 2021, sec. 4.1): same timesteps, same alpha_bar
-        scheduler = make_scheduler("ddim", scheduler_config)
-        scheduler.set_timesteps(int(steps), device=device)
-        sampler, eta = "ddim", 1.0
+    T = _check_arguments(shape, sampler, init_noise, seeds, steps, eta, scheduler_config)
+    scheduler, sampler, eta = _set_up_scheduler(sampler, scheduler_config, steps, eta, step_noise, device, T)
     generators = [torch.Generator(generator_device).manual_seed(int(s)) for s in seeds]
     B = shape[0]
-
-    if init_noise == "normal":
-        x = randn_tensor(shape, generator=generators, device=torch.device(device), dtype=torch.float32)
-    elif init_noise == "zero":
-        x = torch.zeros(shape, device=device, dtype=torch.float32)
-    else:  # one N(0,1) value per image and channel, broadcast over the spatial axes
-        const_shape = (1, shape[1]) + (1,) * (len(shape) - 2)
-        x = torch.cat(
-            [torch.randn(const_shape, generator=g, device=generator_device, dtype=torch.float32) for g in generators]
-        ).to(device).expand(shape).contiguous()
-    if latents is not None:  # drawn above all the same, so that the generators' later draws do not shift
-        if tuple(latents.shape) != shape:
-            raise FacediffError(f"sample: latents of shape {tuple(latents.shape)} for a canvas of {shape}")
-        x = latents.to(device=device, dtype=torch.float32)
-    x = x * float(scheduler.init_noise_sigma)  # Euler/Heun: sqrt(sigma_max^2 + 1); VP samplers: 1
+    x = _draw_x_T(shape, init_noise, generators, device, generator_device, latents, scheduler.init_noise_sigma)
 
     def model(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         out = denoise(x.to(dtype), _timestep_batch(t, B, x.device)).to(torch.float32)
@@ -176,31 +230,5 @@ def sample(
             raise FacediffError(f"denoise returned shape {tuple(out.shape)} for input {tuple(x.shape)}")
         return out
 
-    done, total = 0, len(scheduler.timesteps)
-    if sampler == "heun" and steps > 1:
-        t_first = scheduler.timesteps[0]
-        x, scheduler = _heun_euler_first_step(scheduler, model, x)
-        done = 1
-        total = 1 + len(scheduler.timesteps)
-        if callback is not None and callback(done, total, t_first, x):
-            return x
-
-    takes_generator = "generator" in inspect.signature(scheduler.step).parameters
-    for t in scheduler.timesteps:
-        x_in = scheduler.scale_model_input(x, t)  # Euler/Heun: x / sqrt(sigma^2 + 1); identity otherwise
-        out = model(x_in, t)
-        if sampler == "ddpm":
-            x = scheduler.step(out, t, x, generator=generators).prev_sample
-        elif sampler == "ddim":
-            if step_noise or eta == 0:
-                x = scheduler.step(out, t, x, eta=float(eta), generator=generators).prev_sample
-            else:  # zero variance noise: x_{t'} is the mean of DDIM's q_sigma(x_{t'} | x_t, x0_hat)
-                x = scheduler.step(out, t, x, eta=float(eta), variance_noise=torch.zeros_like(x)).prev_sample
-        else:  # deterministic ODE samplers; the generators only reach the steps that take them
-            kwargs = {"generator": generators} if takes_generator else {}
-            x = scheduler.step(out, t, x, **kwargs).prev_sample
-        x = x.to(torch.float32)
-        done += 1
-        if callback is not None and callback(done, total, t, x):
-            break
-    return x
+    return _step_loop(scheduler, model, x, sampler=sampler, steps=steps, eta=eta, step_noise=step_noise,
+                      generators=generators, callback=callback)

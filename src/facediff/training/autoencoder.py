@@ -287,15 +287,28 @@ def export_autoencoder(ae: Autoencoder, cfg: RunConfig, out: str | Path) -> Path
 
 
 def load_autoencoder(path: str | Path, device: str | torch.device = "cpu") -> Autoencoder:
-    """The autoencoder (eval mode) of an export dir, or of a run dir (its export, else its newest checkpoint)."""
+    """The autoencoder (eval mode) of an export dir or a Stable Diffusion folder (their ``vae/``), of a ``vae/``
+    folder itself, or of a run dir (its export, else its newest checkpoint)."""
+    import json
+
     from facediff.training.checkpoint import load_weights
 
     p = Path(path)
     if not p.exists():
         raise FacediffError(f"autoencoder {p}: no such directory")
+    if not p.is_dir():
+        raise FacediffError(f"autoencoder {p}: a file; pass a Stable Diffusion folder, its vae/ folder, or an "
+                            "autoencoder run / export folder")
     for folder in (p, p / "export"):
         if (folder / "vae" / "config.json").is_file():
             return load_vae(folder / "vae", device)
+    if (p / "config.json").is_file() and (p / "diffusion_pytorch_model.safetensors").is_file():
+        try:
+            is_vae = json.loads((p / "config.json").read_text()).get("_class_name") in ("AutoencoderKL", "VQModel")
+        except ValueError:
+            is_vae = False
+        if is_vae:  # the vae/ folder itself
+            return load_vae(p, device)
     if (p / "config.json").is_file() and (p / "state").is_dir():
         cfg = load_config_json(p / "config.json")
         if cfg.kind != "autoencoder":
@@ -307,4 +320,5 @@ def load_autoencoder(path: str | Path, device: str | torch.device = "cpu") -> Au
         weights = load_weights(ckpt, "model")
         ae.load_state_dict({k.removeprefix("ae."): v for k, v in weights.items()})
         return ae.to(device).eval()
-    raise FacediffError(f"{p} is neither an autoencoder export (vae/) nor an autoencoder run dir")
+    raise FacediffError(f"autoencoder {p}: not an autoencoder; pass a Stable Diffusion folder (the one holding "
+                        "vae/), its vae/ folder, or an autoencoder run / export folder")

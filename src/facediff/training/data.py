@@ -97,6 +97,7 @@ class TrainingData:
         # captions of the labels.jsonl field ``caption_field`` ("" where an image has none); None: not needed
         self.captions = None if caption_field is None else [str(lab.get(caption_field) or "") for lab in ds.labels]
         self.n, self.hflip, self.size = len(ds), data_cfg.hflip, data_cfg.size
+        self.dataset = ds  # the prepared set (condition kinds read their values from it)
         self.order = EpochOrder(self.n, seed)
 
     def pixels(self, idx: np.ndarray | torch.Tensor) -> torch.Tensor:

@@ -24,8 +24,8 @@ from diffusers import DDPMScheduler
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from facediff.conditioning.attributes import attribute_sweep, levels_to_onehot
-from facediff.conditioning.sketch import sketch_to_map
+from facediff.conditioning.attributes import attribute_sweep
+from facediff.conditioning.kinds import Grid
 from facediff.config import RunConfig
 from facediff.diffusion.process import NoiseProcess
 from facediff.diffusion.schedules import scheduler_config
@@ -37,6 +37,7 @@ from facediff.pipelines.load import save_pipeline
 from facediff.pipelines.spaces import LatentSpace, PixelSpace
 from facediff.progress import Progress, report
 from facediff.training.common import step_generator
+from facediff.training.conditions import TrainingConditions
 from facediff.training.data import TrainingData, micro_slice
 from facediff.training.loop import Task
 
@@ -93,10 +94,8 @@ class DiffusionTask(Task):
         cfg = self.cfg
         m = cfg.model
         attrs = m.attributes if m.conditioning == "attributes" and not self.text else ()
-        self.attributes = attrs
-        sketch = cfg.kind == "ldm" and cfg.latent.sketch
         self.data = TrainingData(data_path, cfg.data, attrs, seed=cfg.train.seed, need_labels=bool(attrs),
-                                 sketches=sketch, caption_field=cfg.text.caption_field if self.text else None)
+                                 caption_field=cfg.text.caption_field if self.text else None)
         if cfg.kind in LATENT_KINDS or self.base is not None:
             if self.base is not None:
                 vae = self.base.vae
@@ -117,15 +116,11 @@ class DiffusionTask(Task):
             vae.register_to_config(scaling_factor=scale)
             self.space: PixelSpace | LatentSpace = LatentSpace(vae)
             self.targets: PixelTargets | LatentTargets = LatentTargets(z, z_flip, scale)
-            lat = int(z.shape[-1])
-            self.sketch_maps = None
-            if sketch:
-                self.sketch_maps = (sketch_to_map(self.data.sketches, lat),
-                                    sketch_to_map(self.data.sketches[:, :, ::-1].copy(), lat))
-            channels, net_size = int(z.shape[1]), lat
+            channels, net_size = int(z.shape[1]), int(z.shape[-1])
         else:
-            self.space, self.targets, self.sketch_maps = PixelSpace(), PixelTargets(self.data), None
+            self.space, self.targets = PixelSpace(), PixelTargets(self.data)
             channels, net_size = m.in_channels, cfg.data.size
+        self.conditions = TrainingConditions(cfg, self.data, Grid(cfg.data.size, net_size)) if not self.text else None
         if self.text:
             from facediff.training.text import Captions, adapt_base, build_text_model, tokenizer_for_run
 
@@ -146,7 +141,9 @@ class DiffusionTask(Task):
                                      on_chunk=lambda done, total: report(self.progress, "encode captions", done, total))
         else:
             torch.manual_seed(cfg.train.seed)  # identical initial weights on every process
-            self.model = build_unet(m, net_size, in_channels=channels + (1 if sketch else 0), out_channels=channels)
+            spatial, global_width = self.conditions.widths()
+            self.model = build_unet(m, net_size, in_channels=channels + spatial, out_channels=channels,
+                                    class_dim=global_width)
         tc = cfg.train
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)
@@ -186,10 +183,8 @@ class DiffusionTask(Task):
         flip = torch.rand(n, generator=gen) < 0.5 if self.data.hflip else torch.zeros(n, dtype=torch.bool)
         drop_all = torch.rand(n, generator=gen) < dc.cond_drop_prob  # classifier-free guidance: p_uncond
         draws = {"idx": torch.from_numpy(idx), "flip": flip, "drop_all": drop_all}
-        if self.attributes:
-            draws["drop_one"] = torch.rand(n, len(self.attributes), generator=gen) < dc.attr_drop_prob
-        if self.sketch_maps is not None:
-            draws["drop_sketch"] = drop_all | (torch.rand(n, generator=gen) < self.cfg.latent.sketch_drop_prob)
+        if self.conditions is not None:  # per kind, in declared order: its part drops, its own drop
+            draws.update(self.conditions.draw_drops(n, drop_all, gen))
         draws["t"] = self.process.sample_timesteps(n, gen)
         draws["eps"] = torch.randn((n, *self.targets.shape), generator=gen)
         if dc.noise_offset:  # eps + d * N(0, 1) per (sample, channel): learns to shift the mean brightness
@@ -205,13 +200,8 @@ class DiffusionTask(Task):
         idx, flip = d["idx"][sl], d["flip"][sl]
         x0 = self.targets.x0(idx, flip)
         cond: dict[str, torch.Tensor] = {}
-        if self.attributes:
-            levels = self.data.levels[idx].clone()
-            levels[d["drop_all"][sl][:, None] | d["drop_one"][sl]] = -1  # per-attribute "don't care"
-            cond["class_labels"] = levels_to_onehot(levels, self.cfg.model.num_levels)
-        if self.sketch_maps is not None:
-            sk = torch.where(flip[:, None, None, None], self.sketch_maps[1][idx], self.sketch_maps[0][idx])
-            cond["concat"] = torch.where(d["drop_sketch"][sl][:, None, None, None], torch.zeros_like(sk), sk)
+        if self.conditions is not None:
+            cond = self.conditions.batch(idx, flip, {k: v[sl] for k, v in d.items() if k.startswith("drop")})
         if self.text and self.captions.states is not None:
             cond["encoder_hidden_states"] = self.captions.hidden_states(idx, d["drop_all"][sl])
         elif self.text:
@@ -241,8 +231,7 @@ class DiffusionTask(Task):
             return FacediffPipeline(unet=model.unet, scheduler=sched, vae=vae, tokenizer=self.tokenizer,
                                     text_encoder=model.text_encoder)
         sched = DDPMScheduler.from_config(scheduler_config(self.cfg.diffusion))
-        return FacediffPipeline(unet=model, scheduler=sched, vae=vae, attributes=self.attributes,
-                                num_levels=self.cfg.model.num_levels, sketch=self.sketch_maps is not None)
+        return FacediffPipeline(unet=model, scheduler=sched, vae=vae, **self.conditions.pipeline_config())
 
     def write_grid(self, unet: nn.Module, path: Path, seed: int = 0) -> Path:
         """Attribute-sweep grid (rows: attributes, columns: levels), sketch -> face pairs for sketch models,
@@ -257,17 +246,20 @@ class DiffusionTask(Task):
             prompts = [c for c in self.data.captions if c][:8]
             x = pipe(seeds=list(range(2 * len(prompts))), prompt=prompts * 2, **kw).images
             grid = make_grid(to_uint8(x), len(prompts), scale=scale)
-        elif self.sketch_maps is not None:
-            maps = self.sketch_maps[0][:8]
-            x = pipe(seeds=list(range(len(maps))), sketch=maps, **kw).images
-            shown = torch.nn.functional.interpolate(1 - 2 * maps, size=size, mode="nearest").expand(-1, 3, -1, -1)
+        elif self.conditions.spatial_maps(8) is not None:  # spatial conditions: the maps above their faces
+            values, maps = self.conditions.first_values(8), self.conditions.spatial_maps(8)
+            x = pipe(seeds=list(range(len(maps))), conditions=values, **kw).images
+            shown = torch.nn.functional.interpolate(1 - 2 * maps[:, :1], size=size, mode="nearest").expand(-1, 3, -1, -1)
             grid = make_grid(to_uint8(torch.cat([shown, x])), len(maps), scale=scale)
-        elif self.attributes:
-            L = self.cfg.model.num_levels
-            conds, seeds = attribute_sweep(self.attributes, L, seed)
+        elif pipe.attributes:
+            L = pipe.num_levels
+            conds, seeds = attribute_sweep(pipe.attributes, L, seed)
             x = pipe(seeds=seeds, attrs=conds, **kw).images
-            grid = make_grid(to_uint8(x), L, scale=scale, row_labels=list(self.attributes),
+            grid = make_grid(to_uint8(x), L, scale=scale, row_labels=list(pipe.attributes),
                              col_labels=[str(i) for i in range(L)])
+        elif self.conditions.kinds:  # other conditions: the first training rows' values
+            x = pipe(seeds=list(range(8)), conditions=self.conditions.first_values(8), **kw).images
+            grid = make_grid(to_uint8(x), 8, scale=scale)
         else:
             grid = make_grid(to_uint8(pipe(seeds=list(range(32)), **kw).images), 8, scale=scale)
         unet.train(was)

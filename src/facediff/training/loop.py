@@ -15,6 +15,7 @@ import json
 import math
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ import torch
 from accelerate import Accelerator
 from torch import nn
 
-from facediff.config import RunConfig, save_config, to_dict
+from facediff.config import RunConfig, TrainConfig, save_config, to_dict
 from facediff.errors import FacediffError
 from facediff.progress import Progress, report
 from facediff.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
@@ -136,21 +137,81 @@ def _resolve_precision(task: Task, requested: str, acc: Accelerator, step: int, 
     return choice
 
 
+@dataclass(eq=False)
+class _Run:
+    """What the steps of one run share: the task, the configs, the accelerator and the state that changes."""
+
+    task: Task
+    cfg: RunConfig  # the run's config as the task resolved it (written to summary.json)
+    tc: TrainConfig  # [train] as given to train_loop
+    out: Path
+    acc: Accelerator
+    progress: Progress | None
+    sched: Any  # the LR scheduler
+    ema: Any  # diffusers EMAModel of task.model (Task.uses_ema), else None
+    ema_model: nn.Module | None  # the module the EMA weights are copied into (sampling, export)
+    precision: PrecisionChoice
+    mixed_precision: str  # precision.chosen: the autocast of every micro-batch
+    log_path: Path  # logs/metrics.jsonl
+    step: int  # optimizer steps done (a skipped step counts)
+    nonfinite_total: int  # steps skipped for a non-finite loss, over the whole run (checkpointed)
+    nonfinite_run: int = 0  # ... in a row
+    t0: float = 0.0  # perf_counter at the first step: the time budget's clock
+    t_last: float = 0.0  # perf_counter at the last metrics row
+    imgs_since: int = 0  # images (all ranks) since the last metrics row
+
+    def current_ema(self) -> nn.Module | None:
+        if self.ema is None:
+            return None
+        self.ema.copy_to(self.ema_model.parameters())
+        return self.ema_model
+
+    def checkpoint(self, at: int) -> None:
+        task, acc = self.task, self.acc
+        extra = {"nonfinite_total": self.nonfinite_total, "task": task.state(),
+                 "mixed_precision": self.mixed_precision}
+        if self.ema is not None:
+            extra["ema_step"] = self.ema.optimization_step
+        save_checkpoint(self.out, at, acc.unwrap_model(task.model), self.current_ema(), task.optimizer, self.sched,
+                        extra, keep=self.tc.keep_checkpoints,
+                        extra_modules={k: (acc.unwrap_model(m), o) for k, (m, o) in task.extra_modules().items()})
+
+
 def _train(task: Task, cfg: RunConfig, out: Path, acc: Accelerator, resume: bool,
            progress: Progress | None) -> dict[str, Any]:
-    tc = cfg.train
-    check_precision(tc.mixed_precision, acc.device)
-    main, world, rank = acc.is_main_process, acc.num_processes, acc.process_index
-    if main:
+    run = _setup(task, cfg, out, acc, resume, progress)
+    tc = run.tc
+    run.t0 = run.t_last = time.perf_counter()
+    task.model.train()
+    while run.step < tc.max_steps:
+        if agree_any(acc, bool(tc.time_budget_minutes) and time.perf_counter() - run.t0 > 60 * tc.time_budget_minutes):
+            break
+        _one_step(run)
+    return _finish(run)
+
+
+def _build(task: Task, cfg: RunConfig, out: Path, acc: Accelerator, resume: bool) -> RunConfig:
+    """The run's folders, its data set and ``task.build`` (each on the main process first), config.json (new
+    runs only); the config as the task resolved it."""
+    if acc.is_main_process:
         for sub in ("state", "export", "logs", "samples", "cache"):
             (out / sub).mkdir(parents=True, exist_ok=True)
     with acc.main_process_first():  # the main process renders SynthFaces once; the others then read it
         data_path = resolve_dataset(cfg.data, out / "cache")
     with acc.main_process_first():  # caches written by a task (e.g. encoded latents) are written once
         task.build(acc, data_path)
-    if main and not resume:
+    if acc.is_main_process and not resume:
         save_config(task.cfg if hasattr(task, "cfg") else cfg, out / "config.json")
-    cfg = getattr(task, "cfg", cfg)  # a task may resolve fields (e.g. the latent scale)
+    return getattr(task, "cfg", cfg)  # a task may resolve fields (e.g. the latent scale)
+
+
+def _setup(task: Task, cfg: RunConfig, out: Path, acc: Accelerator, resume: bool,
+           progress: Progress | None) -> _Run:
+    """Everything before the first step: build, LR schedule, EMA, resume from the latest checkpoint, accelerate's
+    wrapping, the precision, the metrics log and the first progress line."""
+    tc = cfg.train
+    check_precision(tc.mixed_precision, acc.device)
+    cfg = _build(task, cfg, out, acc, resume)
     sched = task.lr_scheduler() or make_lr_scheduler(task.optimizer, tc)
     ema = make_ema(task.model, tc) if task.uses_ema else None
     ema_model = None
@@ -161,7 +222,8 @@ def _train(task: Task, cfg: RunConfig, out: Path, acc: Accelerator, resume: bool
 
         ema_model = copy.deepcopy(task.model).requires_grad_(False)
     if ckpt is not None:
-        trainer = load_checkpoint(ckpt, task.model, ema_model, task.optimizer, sched, extra_modules=task.extra_modules())
+        trainer = load_checkpoint(ckpt, task.model, ema_model, task.optimizer, sched,
+                                  extra_modules=task.extra_modules())
         start_step, nonfinite_total = trainer["step"], trainer.get("nonfinite_total", 0)
         resumed_precision = trainer.get("mixed_precision")
         task.load_state(trainer.get("task", {}))
@@ -174,115 +236,136 @@ def _train(task: Task, cfg: RunConfig, out: Path, acc: Accelerator, resume: bool
         ema.to(acc.device)
 
     precision = _resolve_precision(task, tc.mixed_precision, acc, start_step, resumed_precision)
-    mixed_precision = precision.chosen
     if precision.reason != "as configured":
         report(progress, task.name, start_step, tc.max_steps, note=f"precision: {precision.reason}")
     if precision.warning and progress is None:
-        warnings.warn(precision.reason, stacklevel=3)
+        warnings.warn(precision.reason, stacklevel=4)  # at the caller of train_loop (-> _train -> _setup)
 
     log_path = out / "logs" / "metrics.jsonl"
-    if main:
+    if acc.is_main_process:
         _trim_log(log_path, start_step if ckpt is not None else None)
         acc.init_trackers("tensorboard")
     if resume and ckpt is None:
         report(progress, task.name, 0, tc.max_steps, note="no complete checkpoint to resume: starting at step 0")
     else:
         report(progress, task.name, start_step, tc.max_steps)
+    return _Run(task=task, cfg=cfg, tc=tc, out=out, acc=acc, progress=progress, sched=sched, ema=ema,
+                ema_model=ema_model, precision=precision, mixed_precision=precision.chosen, log_path=log_path,
+                step=start_step, nonfinite_total=nonfinite_total)
 
-    def current_ema() -> nn.Module | None:
-        if ema is None:
-            return None
-        ema.copy_to(ema_model.parameters())
-        return ema_model
 
-    def checkpoint(at: int) -> None:
-        extra = {"nonfinite_total": nonfinite_total, "task": task.state(), "mixed_precision": mixed_precision}
-        if ema is not None:
-            extra["ema_step"] = ema.optimization_step
-        save_checkpoint(out, at, acc.unwrap_model(task.model), current_ema(), task.optimizer, sched, extra, keep=tc.keep_checkpoints,
-                        extra_modules={k: (acc.unwrap_model(m), o) for k, (m, o) in task.extra_modules().items()})
+def _micro_batches(run: _Run) -> tuple[list[torch.Tensor], dict[str, float], bool]:
+    """Forward and backward of the step's ``grad_accum`` micro-batches (no DDP sync before the last one);
+    (first loss of each micro-batch, the logged terms averaged, skipped: a rank saw a non-finite loss)."""
+    task, tc, acc = run.task, run.tc, run.acc
+    world, rank = acc.num_processes, acc.process_index
+    terms: dict[str, float] = {}
+    losses_seen: list[torch.Tensor] = []
+    skipped = False
+    for micro in range(tc.grad_accum):
+        last = micro == tc.grad_accum - 1
+        sync = contextlib.nullcontext() if last or world == 1 else acc.no_sync(task.model)
+        with sync:
+            # randomness inside the networks (dropout) is a function of (seed, step, micro, rank) too, so a
+            # resumed run draws the same masks; the process-wide RNG is left as it was
+            devices = [acc.device] if acc.device.type == "cuda" else []
+            with torch.random.fork_rng(devices=devices), autocast(run.mixed_precision, acc.device):
+                torch.manual_seed(step_seed(tc.seed, run.step, micro, rank))
+                losses, micro_terms, n_img = task.losses(run.step, micro, rank, world)
+            if not agree_all(acc, all(bool(torch.isfinite(l.detach()).all()) for l in losses)):
+                skipped = True
+                break
+            for loss in losses:
+                acc.backward(loss / tc.grad_accum)
+        losses_seen.append(losses[0].detach())
+        for k, v in micro_terms.items():
+            terms[k] = terms.get(k, 0.0) + v / tc.grad_accum
+        run.imgs_since += n_img * world
+    return losses_seen, terms, skipped
 
-    step, nonfinite_run = start_step, 0
-    t0 = t_last = time.perf_counter()
-    imgs_since = 0
-    task.model.train()
-    while step < tc.max_steps:
-        if agree_any(acc, bool(tc.time_budget_minutes) and time.perf_counter() - t0 > 60 * tc.time_budget_minutes):
-            break
-        terms: dict[str, float] = {}
-        losses_seen: list[torch.Tensor] = []
-        skipped = False
-        for micro in range(tc.grad_accum):
-            last = micro == tc.grad_accum - 1
-            sync = contextlib.nullcontext() if last or world == 1 else acc.no_sync(task.model)
-            with sync:
-                # randomness inside the networks (dropout) is a function of (seed, step, micro, rank) too, so a
-                # resumed run draws the same masks; the process-wide RNG is left as it was
-                devices = [acc.device] if acc.device.type == "cuda" else []
-                with torch.random.fork_rng(devices=devices), autocast(mixed_precision, acc.device):
-                    torch.manual_seed(step_seed(tc.seed, step, micro, rank))
-                    losses, micro_terms, n_img = task.losses(step, micro, rank, world)
-                if not agree_all(acc, all(bool(torch.isfinite(l.detach()).all()) for l in losses)):
-                    skipped = True
-                    break
-                for loss in losses:
-                    acc.backward(loss / tc.grad_accum)
-            losses_seen.append(losses[0].detach())
-            for k, v in micro_terms.items():
-                terms[k] = terms.get(k, 0.0) + v / tc.grad_accum
-            imgs_since += n_img * world
-        grad_norm = None
-        if skipped:
-            nonfinite_run, nonfinite_total = nonfinite_run + 1, nonfinite_total + 1
-            if nonfinite_run >= tc.max_nonfinite:
-                raise FacediffError(f"stopped at step {step}: {nonfinite_run} non-finite losses in a row; lower "
-                                    f"[train] lr (now {tc.lr}) or use mixed_precision = 'no'")
-        else:
-            nonfinite_run = 0
-            if tc.grad_clip > 0:
-                grad_norm = float(acc.clip_grad_norm_(task.model.parameters(), tc.grad_clip))
-            for opt in task.optimizers_to_step(step):
-                opt.step()
-        for opt in [task.optimizer, *(o for _, o in task.extra_modules().values() if o is not None)]:
-            opt.zero_grad(set_to_none=True)
-        sched.step()
-        step += 1
-        if ema is not None:
-            ema.step(acc.unwrap_model(task.model).parameters())
-        extra = task.after_step(step, acc)
-        loss_val = float("nan")
-        if losses_seen:
-            loss_val = float(acc.reduce(torch.stack(losses_seen).mean(), reduction="mean").item())
-        report(progress, task.name, step, tc.max_steps, loss=loss_val)
-        if main and (step % tc.log_every == 0 or step == tc.max_steps or extra):
-            now = time.perf_counter()
-            row = {"step": step, "seconds": round(now - t0, 3), "loss": loss_val, **{k: v for k, v in terms.items() if k != "loss"},
-                   "lr": sched.get_last_lr()[0], "grad_norm": grad_norm,
-                   "images_per_s": imgs_since / max(now - t_last, 1e-9), "nonfinite_total": nonfinite_total, **extra}
-            with open(log_path, "a") as f:
-                f.write(json.dumps(row) + "\n")
-            acc.log({f"train/{k}": v for k, v in row.items()
-                     if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool)
-                     and v is not None and math.isfinite(v)}, step=step)
-            t_last, imgs_since = now, 0
-        if tc.checkpoint_every and step % tc.checkpoint_every == 0 and step < tc.max_steps:
-            acc.wait_for_everyone()
-            if main:
-                checkpoint(step)
+
+def _optimizer_step(run: _Run, skipped: bool) -> float | None:
+    """Count a skipped step (an error after max_nonfinite in a row) or clip and step; then zero the gradients,
+    advance the LR schedule, ``run.step`` and the EMA. The clipped gradient norm (None: skipped or no clip)."""
+    task, tc, acc = run.task, run.tc, run.acc
+    grad_norm = None
+    if skipped:
+        run.nonfinite_run, run.nonfinite_total = run.nonfinite_run + 1, run.nonfinite_total + 1
+        if run.nonfinite_run >= tc.max_nonfinite:
+            raise FacediffError(f"stopped at step {run.step}: {run.nonfinite_run} non-finite losses in a row; lower "
+                                f"[train] lr (now {tc.lr}) or use mixed_precision = 'no'")
+    else:
+        run.nonfinite_run = 0
+        if tc.grad_clip > 0:
+            grad_norm = float(acc.clip_grad_norm_(task.model.parameters(), tc.grad_clip))
+        for opt in task.optimizers_to_step(run.step):
+            opt.step()
+    for opt in [task.optimizer, *(o for _, o in task.extra_modules().values() if o is not None)]:
+        opt.zero_grad(set_to_none=True)
+    run.sched.step()
+    run.step += 1
+    if run.ema is not None:
+        run.ema.step(acc.unwrap_model(task.model).parameters())
+    return grad_norm
+
+
+def _one_step(run: _Run) -> None:
+    """One optimizer step, then its progress report, metrics row, checkpoint and the task's periodic work."""
+    task, tc, acc = run.task, run.tc, run.acc
+    main = acc.is_main_process
+    losses_seen, terms, skipped = _micro_batches(run)
+    grad_norm = _optimizer_step(run, skipped)
+    step = run.step
+    extra = task.after_step(step, acc)
+    loss_val = float("nan")
+    if losses_seen:
+        loss_val = float(acc.reduce(torch.stack(losses_seen).mean(), reduction="mean").item())
+    budget = {"budget_s": 60 * tc.time_budget_minutes, "elapsed_s": time.perf_counter() - run.t0} \
+        if tc.time_budget_minutes else {}
+    report(run.progress, task.name, step, tc.max_steps, loss=loss_val, **budget)
+    if main and (step % tc.log_every == 0 or step == tc.max_steps or extra):
+        _log_row(run, loss_val, terms, grad_norm, extra)
+    if tc.checkpoint_every and step % tc.checkpoint_every == 0 and step < tc.max_steps:
+        acc.wait_for_everyone()
         if main:
-            task.periodic(step, current_ema() if tc.sample_every and step % tc.sample_every == 0 else None)
+            run.checkpoint(step)
+    if main:
+        task.periodic(step, run.current_ema() if tc.sample_every and step % tc.sample_every == 0 else None)
+
+
+def _log_row(run: _Run, loss_val: float, terms: dict[str, float], grad_norm: float | None,
+             extra: dict[str, Any]) -> None:
+    """Main process: one logs/metrics.jsonl row and its TensorBoard train/* scalars."""
+    now = time.perf_counter()
+    row = {"step": run.step, "seconds": round(now - run.t0, 3), "loss": loss_val,
+           **{k: v for k, v in terms.items() if k != "loss"},
+           "lr": run.sched.get_last_lr()[0], "grad_norm": grad_norm,
+           "images_per_s": run.imgs_since / max(now - run.t_last, 1e-9), "nonfinite_total": run.nonfinite_total,
+           **extra}
+    with open(run.log_path, "a") as f:
+        f.write(json.dumps(row) + "\n")
+    run.acc.log({f"train/{k}": v for k, v in row.items()
+                 if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool)
+                 and v is not None and math.isfinite(v)}, step=run.step)
+    run.t_last, run.imgs_since = now, 0
+
+
+def _finish(run: _Run) -> dict[str, Any]:
+    """After the last step: the final checkpoint, ``task.finish`` (export), logs/summary.json; the summary."""
+    task, acc, step = run.task, run.acc, run.step
     acc.wait_for_everyone()
     steps_per_rank = acc.gather(torch.tensor([step], device=acc.device)).tolist()
     raw = acc.unwrap_model(task.model)
     summary: dict[str, Any] = {"steps": step, "steps_per_rank": steps_per_rank,
                                "parameters": sum(p.numel() for p in raw.parameters()),
-                               "nonfinite_total": nonfinite_total, "train_seconds": round(time.perf_counter() - t0, 2),
-                               "precision": precision.as_dict()}
-    if main:
-        checkpoint(step)
-        summary.update(task.finish(step, current_ema()))
-        (out / "logs" / "summary.json").write_text(json.dumps({**summary, "config": to_dict(cfg)}, indent=1,
-                                                              default=str))
+                               "nonfinite_total": run.nonfinite_total,
+                               "train_seconds": round(time.perf_counter() - run.t0, 2),
+                               "precision": run.precision.as_dict()}
+    if acc.is_main_process:
+        run.checkpoint(step)
+        summary.update(task.finish(step, run.current_ema()))
+        (run.out / "logs" / "summary.json").write_text(json.dumps({**summary, "config": to_dict(run.cfg)}, indent=1,
+                                                                  default=str))
     # Drop the DDP wrappers while every rank is still here: a gloo process group torn down after its peer
     # has exited can block forever in its destructor.
     acc.wait_for_everyone()

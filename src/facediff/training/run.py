@@ -37,8 +37,8 @@ def train(kind: str, config: str | Path | RunConfig | None, out: str | Path, *, 
           resume: bool = False, progress: Progress | None = None) -> dict[str, Any]:
     """Train a model of ``kind`` into run directory ``out``; returns the run summary."""
     check_choice("kind", kind, KINDS)
-    if kind == "estimator":
-        raise FacediffError("kind 'estimator' takes its own options: use `facediff train estimator --data ...`")
+    if kind in ("estimator", "parser"):  # trained by training/estimator.py, training/parser.py with own options
+        raise FacediffError(f"kind {kind!r} takes its own options: use `facediff train {kind} --data ...`")
     out = Path(out)
     cfg = run_config(kind, config, out, overrides, resume)
     if kind == "autoencoder":

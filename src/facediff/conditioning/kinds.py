@@ -1,0 +1,131 @@
+"""Condition kinds as plug-ins: one protocol (``ConditionKind``) and one registry (``KINDS``).
+
+A kind is what a model can be conditioned on (attribute levels, a sketch, a prompt, ...). It says which
+*route* its encoding takes into the network — the three routes of diffusers' U-Nets, as k-diffusion passes
+them in ``extra_args``:
+
+- ``global``: a vector added to the timestep embedding (AdaGN scale-shift; ``Condition.class_labels``); the
+  vectors of all global kinds are concatenated in the model's declared order;
+- ``sequence``: tokens for cross-attention (``Condition.encoder_hidden_states``); at most one per model;
+- ``spatial``: maps concatenated to x_t as input channels (``Condition.concat``); the channels of all spatial
+  kinds are concatenated in declared order (``spatial_layout``: computed once, saved in the model's config).
+
+Everything outside ``conditioning/`` works through this protocol (the ``Conditioner`` iterates over a model's
+kinds); a new kind is one module with one subclass, registered by name in ``conditioning/registry.py`` (or
+with ``@register`` from a user's own module) — see docs/extending.md.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+
+from facediff.errors import FacediffError
+
+ROUTES: tuple[str, ...] = ("global", "sequence", "spatial")
+FIELD_OF_ROUTE = {"global": "class_labels", "sequence": "encoder_hidden_states", "spatial": "concat"}
+
+
+@dataclass(frozen=True)
+class Grid:
+    """Where a model's conditions live: the sample size in pixels and the side of the diffusion grid
+    (latent side for latent models; equal to ``pixels`` for pixel models)."""
+
+    pixels: int  # side of the generated image
+    side: int  # side of x_t (the grid spatial maps are made at)
+
+
+class ConditionKind:
+    """The protocol of a condition kind (subclass it and ``@register`` it).
+
+    One instance per model holds the kind's settings for that model (e.g. which attributes, how many
+    channels). Values: ``parse`` turns what a user gives (CLI text, a TOML value, a Python object) into the
+    kind's value; ``encode`` turns one value per image (None = the null value) into the tensor of its route.
+    """
+
+    name: ClassVar[str] = ""  # the registry key, and the key in model configs, layouts and requests
+    route: ClassVar[str] = ""  # global | sequence | spatial
+    user_help: ClassVar[str] = ""  # what a user value looks like (one line, for --help and errors)
+    absent: ClassVar[str] = ""  # the error when a model without this kind is given a value (default: generic)
+    null_label: ClassVar[str] = "its null value"  # what the null value is, for the note when none is given
+
+    # -- the model's declaration -----------------------------------------------------------------------
+    def describe(self) -> dict[str, Any]:
+        """The settings saved in the model's config (JSON); ``from_description`` reads them back."""
+        return {"kind": self.name}
+
+    @classmethod
+    def from_description(cls, description: dict[str, Any], grid: Grid, **model: Any) -> "ConditionKind":
+        """The kind of a saved model (``model``: components some kinds need, e.g. the prompt encoder)."""
+        return cls()
+
+    @classmethod
+    def from_config(cls, cfg: Any, grid: Grid) -> "ConditionKind":
+        """The kind a training run declares (``cfg``: its RunConfig; read your settings from it)."""
+        return cls()
+
+    @property
+    def width(self) -> int:
+        """global: the vector's width; spatial: its channels; sequence: the token width."""
+        raise NotImplementedError
+
+    # -- values ----------------------------------------------------------------------------------------
+    def parse(self, value: Any, where: str = "") -> Any:
+        """A user's value, checked (one-line FacediffError naming ``where``, the value and what to give)."""
+        return value
+
+    def prepare(self, value: Any, grid: Grid) -> Any:
+        """A parsed value in the form ``encode`` takes, made once per distinct value (e.g. a file read)."""
+        return value
+
+    def encode(self, values: Sequence[Any | None], grid: Grid) -> torch.Tensor:
+        """One value per image (None: the null value) -> (n, width) | (n, L, width) | (n, width, side, side)."""
+        raise NotImplementedError
+
+    def null(self, n: int, grid: Grid, negative: Sequence[Any | None] | None = None) -> torch.Tensor:
+        """The null condition of n images (classifier-free dropout and guidance); ``negative``: values the
+        guidance steers away from instead, for kinds that have them (a negative prompt)."""
+        if negative is not None and any(v is not None for v in negative):
+            raise FacediffError(f"{self.name}: this condition has no negative value")
+        return self.encode([None] * n, grid)
+
+    def dataset_values(self, dataset: Any, rows: Sequence[int]) -> list[Any | None]:
+        """The values of prepared-data-set ``rows`` (training batches, evaluation conditions)."""
+        raise FacediffError(f"{self.name}: this condition cannot be read from a prepared data set")
+
+    def place(self, value: Any, box: tuple[int, int, int, int] | None, grid: Grid, canvas: tuple[int, int]) -> Any:
+        """Composition: the value of a region with pixel ``box`` on a canvas of (height, width) pixels, as the
+        value for the whole canvas. Global and sequence conditions hold for the region as they are."""
+        return value
+
+    def encode_canvas(self, values: Sequence[Any | None], grid: Grid, canvas: tuple[int, int]) -> torch.Tensor:
+        """Spatial kinds: one placed value per image -> (n, width, H, W) maps on the canvas's grid."""
+        return self.encode(values, grid)
+
+    def own_drop_prob(self, cfg: Any) -> float | None:
+        """Training: p of dropping this condition alone (besides [diffusion] cond_drop_prob, which drops every
+        condition of a sample together); None = no draw of its own."""
+        return None
+
+    def part_drop_prob(self, cfg: Any) -> float:
+        """Training: p of dropping each guidance part alone (per-part guidance needs it)."""
+        return 0.0
+
+    def guidance_parts(self) -> dict[str, slice]:
+        """Global kinds: named slices of the vector that can be guided one by one (per-part guidance)."""
+        return {}
+
+    def legacy_config(self) -> dict[str, Any]:
+        """Built-in kinds: the pipeline-config keys facediff read before ``conditions`` existed."""
+        return {}
+
+    def label(self, value: Any) -> str:
+        """A short text for the value (PNG metadata, UI)."""
+        return str(value)
+
+
+def spatial_layout(kinds: Sequence[ConditionKind]) -> list[tuple[str, int]]:
+    """(name, channels) of the spatial kinds in input-channel order after x_t's own channels."""
+    return [(k.name, k.width) for k in kinds if k.route == "spatial"]
