@@ -88,8 +88,10 @@ def test_composes_and_evaluates_with_masks(mask_run, tmp_path):
     layout["region"][0].pop("mask")
     res = api.compose(str(mask_run / "run"), layout)
     assert res["images"].shape == (1, 16, 32, 3)
-    metrics = api.evaluate(str(mask_run / "run"), mask_run / "data", n=8, steps=2, metrics="fd")
-    assert "fd_oracle" in metrics
+    metrics = api.evaluate(str(mask_run / "run"), mask_run / "data", n=8, steps=2, metrics="fd,parsing")
+    assert "fd_oracle" in metrics and 0.0 <= metrics["parsing"]["miou"] <= 1.0 and metrics["parsing"]["n"] == 8
+    # the ceiling: real faces read against their own maps beat a 6-step model's noise
+    assert metrics["floor_real_vs_real"]["parsing"]["miou"] > metrics["parsing"]["miou"]
 
 
 def test_the_mask_kind_is_registered_and_refused_by_other_models(tiny_run):

@@ -32,7 +32,8 @@ INIT_NOISE: tuple[str, ...] = ("normal", "zero", "constant")  # x_T: N(0, I) | z
 
 # ------------------------------------------------------------------------------------------- evaluation
 METRICS: tuple[str, ...] = ("fd", "kid", "fd_by_condition", "attr", "prompt", "clip", "faces", "diversity", "sketch",
-                             "timing")  # prompt: oracle agreement with the prompt (text models); clip: CLIP-S
+                             "parsing", "timing")  # prompt: oracle agreement with the prompt (text models); clip:
+# CLIP-S; sketch / parsing: how the faces follow their sketch / face-parsing mask (the kind names its metric)
 
 
 @dataclass(frozen=True)

@@ -107,6 +107,8 @@ def eval_(ctx: typer.Context, model: Optional[Path] = typer.Option(None, help="r
         p = res["prompt"]
         brief["prompt_attr_accuracy"] = p.get("attr", {}).get("mean_over_attributes")
         brief.update({f"prompt_{k}_accuracy": (p[k] or {}).get("accuracy") for k in ("hair_colour", "style")})
+    if "parsing" in res:
+        brief["parsing_miou"] = res["parsing"]["miou"]
     if "clip" in res:
         brief["clip_score"] = res["clip"].get("clip_score", res["clip"].get("note"))
     typer.echo(json.dumps(brief, indent=1))

@@ -50,6 +50,7 @@ class ConditionKind:
     user_help: ClassVar[str] = ""  # what a user value looks like (one line, for --help and errors)
     absent: ClassVar[str] = ""  # the error when a model without this kind is given a value (default: generic)
     null_label: ClassVar[str] = "its null value"  # what the null value is, for the note when none is given
+    fidelity_metric: ClassVar[str] = ""  # the eval metric (registry.METRICS) scoring how faces follow the values
 
     # -- the model's declaration -----------------------------------------------------------------------
     def describe(self) -> dict[str, Any]:

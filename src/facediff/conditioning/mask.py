@@ -63,6 +63,7 @@ class MaskKind(ConditionKind):
     route = "spatial"
     user_help = "a face-parsing PNG: class ids 0-8 or facediff's mask colours (docs/extending.md)"
     null_label = "no map"
+    fidelity_metric = "parsing"  # mIoU of the face parser's reading against the input map
     absent = "this model does not take a face-parsing mask; train one with [model] conditions = [\"mask\"]"
 
     @property

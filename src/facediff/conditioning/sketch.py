@@ -98,6 +98,7 @@ class SketchKind(ConditionKind):
     route = "spatial"
     user_help = "a sketch PNG: dark lines on light paper"
     null_label = "blank paper"
+    fidelity_metric = "sketch"  # edge F1 / Chamfer of the faces' extracted sketches
     absent = "this model does not take a sketch; train an ldm with [latent] sketch = true"
 
     def own_drop_prob(self, cfg) -> float:

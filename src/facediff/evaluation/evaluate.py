@@ -177,9 +177,15 @@ def evaluate(model: str | Path | None, data: str | Path, *, metrics: str | Seque
                    extractor, attrs, True)
     if texts is not None:
         _score_prompts(result, floor, gen, texts, real_all[rows], wanted, extractor, clip)
-    if "sketch" in wanted and pipe.takes_sketch:
+    fidelity = {k.fidelity_metric: k for k in conditioner.kinds if k.fidelity_metric in wanted}
+    if "sketch" in fidelity:
         result["sketch"] = sketch_fidelity(gen, real_all[rows])
         floor["sketch"] = sketch_fidelity(real_all[rows], real_all[rows])
+    if "parsing" in fidelity:  # the face parser reads the generated faces; floor: the real faces vs their maps
+        from facediff.metrics.parsing import parsing_fidelity
+
+        masks = _resize_ids(conditions[fidelity["parsing"].name], size)
+        result["parsing"], floor["parsing"] = parsing_fidelity(gen, masks), parsing_fidelity(real_all[rows], masks)
     if "timing" in wanted:
         nfe = pipe.network_evaluations
         result["timing"] = {"seconds_total": seconds, "seconds_per_image": seconds / n, "network_evaluations": nfe,
@@ -188,6 +194,16 @@ def evaluate(model: str | Path | None, data: str | Path, *, metrics: str | Seque
     if out is not None:
         _write(out, result, gen, gen_levels, attrs, pipe)
     return result
+
+
+def _resize_ids(maps: list, size: int) -> np.ndarray:
+    """Label maps (N of (S, S)) -> (N, size, size) by nearest neighbour (ids are never blended)."""
+    out = []
+    for m in maps:
+        m = np.asarray(m)
+        idx = (np.arange(size) * m.shape[0] / size).astype(np.int64)
+        out.append(m[idx][:, idx])
+    return np.stack(out)
 
 
 def _score_prompts(result: dict[str, Any], floor: dict[str, Any], gen: np.ndarray, texts: list[str],
