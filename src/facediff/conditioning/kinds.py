@@ -16,7 +16,7 @@ with ``@register`` from a user's own module) — see docs/extending.md.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -102,8 +102,12 @@ class ConditionKind:
         return value
 
     def encode_canvas(self, values: Sequence[Any | None], grid: Grid, canvas: tuple[int, int]) -> torch.Tensor:
-        """Spatial kinds: one placed value per image -> (n, width, H, W) maps on the canvas's grid."""
-        return self.encode(values, grid)
+        """Spatial kinds: one placed map per image (None: blank) -> (n, width, H, W) on the canvas's grid."""
+        if self.route != "spatial":
+            return self.encode(values, grid)
+        f = grid.pixels // grid.side
+        blank = torch.zeros(1, self.width, canvas[0] // f, canvas[1] // f)
+        return torch.cat([blank if v is None else v for v in values])
 
     def own_drop_prob(self, cfg: Any) -> float | None:
         """Training: p of dropping this condition alone (besides [diffusion] cond_drop_prob, which drops every
@@ -125,6 +129,23 @@ class ConditionKind:
     def label(self, value: Any) -> str:
         """A short text for the value (PNG metadata, UI)."""
         return str(value)
+
+
+def paste_into_box(make: Callable[[Grid], torch.Tensor], box: tuple[int, int, int, int] | None, grid: Grid,
+                   canvas: tuple[int, int], what: str) -> torch.Tensor:
+    """Composition of a spatial kind: the (1, C, s, s) map that ``make`` builds for a square grid as large as
+    the region's pixel ``box``, area-resized into the box on a blank canvas map (the canvas's latent grid)."""
+    from torch.nn import functional as F
+
+    if box is None:
+        raise FacediffError(f"a {what} needs a box to be drawn into")
+    f = grid.pixels // grid.side
+    x0, y0, x1, y1 = (int(v) // f for v in box)
+    side = max(x1 - x0, y1 - y0)
+    m = make(Grid(side * f, side))
+    out = torch.zeros(1, m.shape[1], canvas[0] // f, canvas[1] // f)
+    out[..., y0:y1, x0:x1] = F.interpolate(m, size=(y1 - y0, x1 - x0), mode="area")
+    return out
 
 
 def spatial_layout(kinds: Sequence[ConditionKind]) -> list[tuple[str, int]]:

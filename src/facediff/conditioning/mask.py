@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from facediff.conditioning.kinds import ConditionKind, Grid
+from facediff.conditioning.kinds import ConditionKind, Grid, paste_into_box
 from facediff.data.parsing import NUM_PARSING_CLASSES, parsing_from_rgb, read_label_png
 from facediff.errors import FacediffError
 
@@ -94,19 +94,7 @@ class MaskKind(ConditionKind):
 
     def place(self, value, box, grid: Grid, canvas: tuple[int, int]) -> torch.Tensor:
         """The region's map drawn into its box on an empty canvas map (latent grid of the canvas)."""
-        if box is None:
-            raise FacediffError("a face-parsing mask needs a box to be drawn into")
-        f = grid.pixels // grid.side
-        x0, y0, x1, y1 = (int(v) // f for v in box)
-        out = torch.zeros(1, NUM_PARSING_CLASSES, canvas[0] // f, canvas[1] // f)
-        m = self.prepare(value, Grid(max(x1 - x0, y1 - y0) * f, max(x1 - x0, y1 - y0)))
-        out[..., y0:y1, x0:x1] = F.interpolate(m, size=(y1 - y0, x1 - x0), mode="area")
-        return out
-
-    def encode_canvas(self, values, grid: Grid, canvas: tuple[int, int]) -> torch.Tensor:
-        f = grid.pixels // grid.side
-        blank = torch.zeros(1, NUM_PARSING_CLASSES, canvas[0] // f, canvas[1] // f)
-        return torch.cat([blank if v is None else v for v in values])
+        return paste_into_box(lambda g: self.prepare(value, g), box, grid, canvas, "face-parsing mask")
 
     def label(self, value) -> str:
         return "array" if isinstance(value, (np.ndarray, torch.Tensor)) else str(value)

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from facediff.data.imageio import resize_batch
-from facediff.conditioning.kinds import ConditionKind, Grid
+from facediff.conditioning.kinds import ConditionKind, Grid, paste_into_box
 from facediff.errors import FacediffError
 
 MAX_SKETCH_PIXELS = 64 * 1024 * 1024  # 64 Mpx (8192 x 8192): anything larger is refused before decoding
@@ -137,22 +137,8 @@ class SketchKind(ConditionKind):
 
     def place(self, value, box, grid: Grid, canvas: tuple[int, int]):
         """The sketch drawn into the region's box on a blank canvas map (latent grid of the canvas)."""
-        if value is None:
-            return None
-        if box is None:
-            raise FacediffError("a sketch needs a box to be drawn into")
-        f = grid.pixels // grid.side
-        x0, y0, x1, y1 = (int(v) // f for v in box)
-        side = max(x1 - x0, y1 - y0)
-        out = torch.zeros(1, 1, canvas[0] // f, canvas[1] // f)
-        ink = load_sketch(value, side * f, side) if not isinstance(value, torch.Tensor) else value
-        out[..., y0:y1, x0:x1] = F.interpolate(ink, size=(y1 - y0, x1 - x0), mode="area")
-        return out
-
-    def encode_canvas(self, values, grid: Grid, canvas: tuple[int, int]) -> torch.Tensor:
-        f = grid.pixels // grid.side
-        blank = torch.zeros(1, 1, canvas[0] // f, canvas[1] // f)
-        return torch.cat([blank if v is None else v for v in values])
+        return paste_into_box(lambda g: value if isinstance(value, torch.Tensor) else load_sketch(value, g.pixels, g.side),
+                              box, grid, canvas, "sketch")
 
     def legacy_config(self) -> dict:
         return {"sketch": True}
