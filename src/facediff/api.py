@@ -134,24 +134,25 @@ def parse_attrs(text: str | dict[str, int] | None) -> dict[str, int] | None:
 # both: the keywords override single fields) and save PNGs that carry it (``facediff.generate``).
 def sample(request: Request | str | Path | None = None, /, *, out: str | Path | None = None,
            save_each: str | Path | None = None, overwrite: bool = False, progress: Progress | None = None,
-           callback_on_step_end: Any = None, **fields: Any) -> dict[str, Any]:
+           callback_on_step_end: Any = None, pipeline: Any = None, **fields: Any) -> dict[str, Any]:
     """Generate faces. ``request``: a ``Request``, or the model (None = the bundled default model; with a
     prompt the bundled text-to-face model); ``fields``: ``Request`` fields (n, attrs "smiling=5,eyeglasses=3",
     attr_scales, prompt, negative_prompt, lora, lora_scale, sketch (a PNG path or a uint8 array), sweep,
     sampler, steps, guidance, seed, eta, init_noise, step_noise, batch_size, precision, device, scale, ncol).
     ``out``: the grid PNG; ``save_each``: a folder for one PNG per image (each with its own seed in its
-    settings). Returns {"images": uint8 (N, H, W, 3), "path", "each", "request", "precision", "notes"}."""
+    settings); ``pipeline``: a loaded pipeline of that model (``api.load``) to use instead of loading it.
+    Returns {"images": uint8 (N, H, W, 3), "path", "each", "request", "precision", "interrupted", "notes"}."""
     from facediff.generate import make_request, run_sample
 
     req, runtime = make_request("sample", request, fields)
     return run_sample(req, out=out, save_each=save_each, overwrite=overwrite, progress=progress,
-                      callback_on_step_end=callback_on_step_end, **runtime)
+                      callback_on_step_end=callback_on_step_end, pipeline=pipeline, **runtime)
 
 
 def compose(request: Request | str | Path | None = None, layout: "str | Path | Any" = None, /, *,
             out: str | Path | None = None, save_each: str | Path | None = None, save_masks: bool = False,
             overwrite: bool = False, batched: bool = True, callback_on_step_end: Any = None,
-            progress: Progress | None = None, **fields: Any) -> dict[str, Any]:
+            progress: Progress | None = None, pipeline: Any = None, **fields: Any) -> dict[str, Any]:
     """Compose images from regions, each with its own condition (MultiDiffusion; layout file format in the
     README). ``request``: a ``Request`` or the model (None: the bundled text model when some region has a
     prompt, else the bundled attribute model); ``layout``: a TOML path, a ``pipelines.compose.Layout`` or its
@@ -164,12 +165,13 @@ def compose(request: Request | str | Path | None = None, layout: "str | Path | A
         fields["layout"] = layout
     req, runtime = make_request("compose", request, fields)
     return run_compose(req, out=out, save_each=save_each, save_masks=save_masks, overwrite=overwrite,
-                       batched=batched, callback_on_step_end=callback_on_step_end, progress=progress, **runtime)
+                       batched=batched, callback_on_step_end=callback_on_step_end, progress=progress,
+                       pipeline=pipeline, **runtime)
 
 
 def panorama(request: Request | str | Path | None = None, /, *, out: str | Path | None = None,
              save_each: str | Path | None = None, overwrite: bool = False, callback_on_step_end: Any = None,
-             progress: Progress | None = None, **fields: Any) -> dict[str, Any]:
+             progress: Progress | None = None, pipeline: Any = None, **fields: Any) -> dict[str, Any]:
     """A wide (or tall) canvas under one condition: overlapping native-size windows fused every step.
     ``fields``: width (required), height (None: the model's size), prompt, negative_prompt, attrs, circular,
     stride, steps, sampler, guidance, seed, n, precision, device, scale."""
@@ -177,7 +179,7 @@ def panorama(request: Request | str | Path | None = None, /, *, out: str | Path 
 
     req, _ = make_request("panorama", request, fields)
     return run_panorama(req, out=out, save_each=save_each, overwrite=overwrite,
-                        callback_on_step_end=callback_on_step_end, progress=progress)
+                        callback_on_step_end=callback_on_step_end, progress=progress, pipeline=pipeline)
 
 
 def request_from_png(path: str | Path) -> Request:

@@ -46,12 +46,12 @@ def make_request(command: str, request: Request | str | Path | None,
 # ------------------------------------------------------------------------------------------------ sample
 def run_sample(req: Request, *, out: str | Path | None, save_each: str | Path | None, overwrite: bool,
                progress: Progress | None, callback_on_step_end: Any = None,
-               sketch: np.ndarray | None = None) -> dict[str, Any]:
+               sketch: np.ndarray | None = None, pipeline: Any = None) -> dict[str, Any]:
     from facediff.conditioning.attributes import attribute_sweep
 
     req, sketch_array = _runtime_sketch(req, sketch)
     _check_outputs(out, save_each, overwrite)
-    pipe = _load(req, text=req.text or req.prompt is not None)
+    pipe = pipeline if pipeline is not None else _load(req, text=req.text or req.prompt is not None)
     req = _stamp(req, pipe)
     if req.sweep:
         if not pipe.conditional:
@@ -91,7 +91,7 @@ def run_sample(req: Request, *, out: str | Path | None, save_each: str | Path | 
 # ------------------------------------------------------------------------------------------------ compose
 def run_compose(req: Request, *, out: str | Path | None, save_each: str | Path | None, save_masks: bool,
                 overwrite: bool, batched: bool = True, callback_on_step_end: Any = None,
-                progress: Progress | None = None, layout=None) -> dict[str, Any]:
+                progress: Progress | None = None, layout=None, pipeline: Any = None) -> dict[str, Any]:
     from facediff.pipelines.compose import compose
     from facediff.pipelines.layout import layout_from_dict
 
@@ -103,7 +103,7 @@ def run_compose(req: Request, *, out: str | Path | None, save_each: str | Path |
         layout = dataclasses.replace(layout, **{k: getattr(req, k) for k in ("sampler", "steps", "seed", "guidance",
                                                                               "bootstrap")})
     text = any(r.prompt is not None for r in [layout.background, *layout.regions])
-    pipe = _load(req, text=req.text or text)
+    pipe = pipeline if pipeline is not None else _load(req, text=req.text or text)
     req = _stamp(req, pipe)
     seeds = [req.seed + i for i in range(req.n)]
     req = dataclasses.replace(req, seeds=seeds)
@@ -113,11 +113,12 @@ def run_compose(req: Request, *, out: str | Path | None, save_each: str | Path |
 
 
 def run_panorama(req: Request, *, out: str | Path | None, save_each: str | Path | None, overwrite: bool,
-                 callback_on_step_end: Any = None, progress: Progress | None = None) -> dict[str, Any]:
+                 callback_on_step_end: Any = None, progress: Progress | None = None,
+                 pipeline: Any = None) -> dict[str, Any]:
     from facediff.pipelines.compose import panorama
 
     _check_outputs(out, save_each, overwrite)
-    pipe = _load(req, text=req.text or req.prompt is not None)
+    pipe = pipeline if pipeline is not None else _load(req, text=req.text or req.prompt is not None)
     req = _stamp(req, pipe)
     req = dataclasses.replace(req, seeds=[req.seed + i for i in range(req.n)])
     res = panorama(pipe, width=req.width, height=req.height, prompt=req.prompt, negative_prompt=req.negative_prompt,

@@ -1,7 +1,7 @@
 """The ``facediff`` command line: a thin shell over ``facediff.api``.
 
 Every user mistake becomes one line on stderr (``error: ...``) and exit code 2 — never a traceback. The
-commands live in ``cli/data.py``, ``cli/train.py``, ``cli/generate.py`` and ``cli/evaluate.py``; importing them
+commands live in ``cli/data.py``, ``cli/train.py``, ``cli/generate.py``, ``cli/evaluate.py`` and ``cli/ui.py``; importing them
 registers them on ``app`` (``cli/common.py``).
 """
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import typer
 
-from facediff.cli import data, evaluate, generate, train  # noqa: F401  (registers the commands)
+from facediff.cli import data, evaluate, generate, train, ui  # noqa: F401  (registers the commands)
 from facediff.cli.common import app
 from facediff.errors import FacediffError
 

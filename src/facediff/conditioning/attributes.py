@@ -152,6 +152,9 @@ class AttributesKind(ConditionKind):
         levels = dataset.attribute_levels(self.attributes)[np.asarray(rows)]
         return [{a: int(v) for a, v in zip(self.attributes, lv) if v >= 0} or None for lv in levels]
 
+    def ui_control(self) -> dict:
+        return {"control": "levels", "parts": list(self.attributes), "levels": self.num_levels, "help": self.user_help}
+
     def legacy_config(self) -> dict:
         return {"attributes": self.attributes, "num_levels": self.num_levels}
 

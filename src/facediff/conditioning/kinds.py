@@ -130,6 +130,14 @@ class ConditionKind:
         """A short text for the value (PNG metadata, UI)."""
         return str(value)
 
+    def ui_control(self) -> dict[str, Any]:
+        """How the web UI asks for a value (``facediff.ui`` builds the input from this, never from the name):
+        ``{"control": C, "help": ...}`` with C one of ``levels`` (+ ``parts``, ``levels``: a slider per part,
+        value {part: level}), ``prompt`` (a text and a negative text), ``drawing`` (dark ink on light paper,
+        saved as a PNG), ``paint`` (+ ``palette`` {label: "#rrggbb"}: regions painted in fixed colours, saved
+        as a PNG), ``image`` (an uploaded PNG) or ``text`` (a line parsed by ``parse``)."""
+        return {"control": "image" if self.route == "spatial" else "text", "help": self.user_help}
+
 
 def paste_into_box(make: Callable[[Grid], torch.Tensor], box: tuple[int, int, int, int] | None, grid: Grid,
                    canvas: tuple[int, int], what: str) -> torch.Tensor:

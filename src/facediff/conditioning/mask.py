@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from facediff.conditioning.kinds import ConditionKind, Grid, paste_into_box
-from facediff.data.parsing import NUM_PARSING_CLASSES, parsing_from_rgb, read_label_png
+from facediff.data.parsing import NUM_PARSING_CLASSES, PALETTE, PARSING_CLASSES, parsing_from_rgb, read_label_png
 from facediff.errors import FacediffError
 
 MAX_MASK_PIXELS = 64 * 1024 * 1024  # larger files are refused before decoding (a decompression bomb)
@@ -95,6 +95,10 @@ class MaskKind(ConditionKind):
     def place(self, value, box, grid: Grid, canvas: tuple[int, int]) -> torch.Tensor:
         """The region's map drawn into its box on an empty canvas map (latent grid of the canvas)."""
         return paste_into_box(lambda g: self.prepare(value, g), box, grid, canvas, "face-parsing mask")
+
+    def ui_control(self) -> dict:
+        palette = {name: "#%02x%02x%02x" % tuple(int(c) for c in rgb) for name, rgb in zip(PARSING_CLASSES, PALETTE)}
+        return {"control": "paint", "palette": palette, "help": self.user_help}
 
     def label(self, value) -> str:
         return "array" if isinstance(value, (np.ndarray, torch.Tensor)) else str(value)

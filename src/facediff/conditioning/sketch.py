@@ -128,6 +128,9 @@ class SketchKind(ConditionKind):
     def prepare(self, value, grid: Grid) -> torch.Tensor:
         return self._map(value, grid)
 
+    def ui_control(self) -> dict:
+        return {"control": "drawing", "help": self.user_help}
+
     def encode(self, values, grid: Grid) -> torch.Tensor:
         return torch.cat([torch.zeros(1, 1, grid.side, grid.side) if v is None else self._map(v, grid)
                           for v in values])

@@ -132,5 +132,8 @@ class TextKind(ConditionKind):
         rows = list(negative) if negative is not None else [None] * n
         return self.prompt_encoder([v or "" for v in rows])
 
+    def ui_control(self) -> dict:
+        return {"control": "prompt", "help": self.user_help}  # and a negative prompt (``null(negative=...)``)
+
     def dataset_values(self, dataset, rows, *, field: str = "caption", **options) -> list[str]:
         return [str(dataset.labels[int(r)].get(field) or "") for r in rows]

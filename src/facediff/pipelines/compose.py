@@ -33,6 +33,7 @@ from facediff.progress import Progress, report
 from facediff.registry import SAMPLERS, check_choice
 from facediff.sampling.multidiffusion import MAX_PATHS, Bootstrap, RegionPaths, make_views, multidiffusion_denoiser
 from facediff.sampling.precision import autocast_model, sampling_precision
+from facediff.sampling.preview import RememberDenoised
 from facediff.sampling.samplers import make_scheduler, sample
 
 BACKGROUND_COLOURS = 8  # random constant colours the bootstrapping draws from
@@ -185,24 +186,25 @@ def compose(pipe, layout: Layout, *, n: int = 1, seeds: list[int] | None = None,
             callback_on_step_end: Callable[..., dict | None] | None = None,
             progress: Progress | None = None, task: str = "compose") -> ComposeOutput:
     """Sample ``n`` compositions of ``layout`` with ``pipe`` (image i: seed ``layout.seed + i``).
-    ``callback_on_step_end(pipe, step_index, timestep, {"latents": x})`` runs after every step (diffusers'
-    signature; it may return {"latents": ...}); ``pipe.interrupt = True`` stops after the current step;
+    ``callback_on_step_end(pipe, step_index, timestep, {"latents": x, "denoised": x0_hat})`` runs after every
+    step (diffusers' signature; it may return {"latents": ...}); ``pipe.interrupt = True`` stops after the current step;
     ``task`` names the progress reports."""
     p = plan(pipe, layout, n=n, seeds=seeds, max_batch=max_batch, batched=batched, max_paths=max_paths,
              precision=precision)
     pipe.interrupt = False
+    denoise = RememberDenoised(p.denoise, pipe.scheduler.config)
 
     def on_step(done: int, total: int, t: torch.Tensor, x: torch.Tensor) -> bool:
         pipe.num_timesteps = total
         if callback_on_step_end is not None:
-            changed = callback_on_step_end(pipe, done - 1, t, {"latents": x})
+            changed = callback_on_step_end(pipe, done - 1, t, {"latents": x, "denoised": denoise.denoised()})
             if changed and "latents" in changed:
                 x.copy_(changed["latents"])
         report(progress, task, done, total, preview=x)
         return bool(pipe.interrupt)
 
     with torch.no_grad():
-        z = sample(p.denoise, p.shape, scheduler_config=dict(pipe.scheduler.config), sampler=layout.sampler,
+        z = sample(denoise, p.shape, scheduler_config=dict(pipe.scheduler.config), sampler=layout.sampler,
                    steps=layout.steps, seeds=p.seeds, device=pipe.device, callback=on_step, latents=p.latents)
         images = pipe.space.decode(z).float().clamp(-1, 1).cpu()
     return ComposeOutput(to_uint8(images), p.masks, p.views, p.paths, interrupted=bool(pipe.interrupt),

@@ -10,9 +10,10 @@ U-Net takes) is built from the pipeline config (``attributes``, ``num_levels``, 
 component, and an unconditional pixel export loads as a plain ``DDPMPipeline``.
 
 ``__call__`` generates in chunks of ``batch_size``; image i uses seed ``seeds[i]`` whatever the chunking.
-``callback_on_step_end(pipe, step_index, timestep, {"latents": x})`` runs after every step, with diffusers'
-signature (it may return {"latents": ...} to replace them; ``pipe.num_timesteps`` is the step count of the
-current chunk); setting ``pipe.interrupt = True`` (e.g. from a UI's cancel button, inside that callback or
+``callback_on_step_end(pipe, step_index, timestep, {"latents": x, "denoised": x0_hat})`` runs after every step,
+with diffusers' signature (``denoised``: the step's estimate of the clean sample, k-diffusion's name, for live
+previews); it may return {"latents": ...} to replace them; ``pipe.num_timesteps`` is the step count of the
+current chunk; setting ``pipe.interrupt = True`` (e.g. from a UI's cancel button, inside that callback or
 from another thread) stops after the current step and returns what is there.
 """
 from __future__ import annotations
@@ -38,6 +39,7 @@ from facediff.pipelines.spaces import LatentSpace, PixelSpace
 from facediff.progress import Progress, report
 from facediff.sampling.guidance import guided_denoiser
 from facediff.sampling.precision import autocast_model, sampling_precision
+from facediff.sampling.preview import RememberDenoised
 from facediff.sampling.samplers import sample
 
 TRAINING_CONFIG = "training_config.json"  # the run's resolved config, written beside the components
@@ -185,12 +187,13 @@ class FacediffPipeline(DiffusionPipeline):
             m = sl.stop - sl.start
             chunk_neg = None if all(p is None for p in negatives[sl]) else [p or "" for p in negatives[sl]]
             cond = conditioner.encode_values(m, {name: rows[sl] for name, rows in values.items()})
-            denoise = guided_denoiser(model_fn, conditioner.branches(cond, guidance, attr_scales, chunk_neg))
+            denoise = RememberDenoised(guided_denoiser(model_fn, conditioner.branches(cond, guidance, attr_scales,
+                                                                      chunk_neg)), self.scheduler.config)
 
             def on_step(done: int, total: int, t: torch.Tensor, x: torch.Tensor) -> bool:
                 self.num_timesteps = total
                 if callback_on_step_end is not None:
-                    changed = callback_on_step_end(self, done - 1, t, {"latents": x})
+                    changed = callback_on_step_end(self, done - 1, t, {"latents": x, "denoised": denoise.denoised()})
                     if changed and "latents" in changed:
                         x.copy_(changed["latents"])
                 report(progress, "sample", done_before[0] + done, total * len(chunks), preview=x)
