@@ -76,11 +76,21 @@ def main() -> None:
         page.wait_for_timeout(1000)
         page.screenshot(path=str(out / "compose.png"), full_page=True)
         page.get_by_role("tab", name="Sketch").click()
-        page.wait_for_timeout(1000)
+        from facediff.data.synth import write_synth
+
+        photo_dir = write_synth(Path(tempfile.mkdtemp()) / "photo", n=1, size=64, style="human", seed=3)
+        photo = Path(tempfile.mkdtemp()) / "photo.png"
+        Image.fromarray(np.kron(np.load(photo_dir / "images.npy")[0], np.ones((4, 4, 1), np.uint8))).save(photo)
+        page.set_input_files("#fd-s-photo input[type=file]", str(photo))
+        page.wait_for_timeout(4000)
         page.screenshot(path=str(out / "sketch.png"))
         page.get_by_role("tab", name="Evaluate").click()
-        page.wait_for_timeout(1000)
-        page.screenshot(path=str(out / "evaluate.png"))
+        if a.models_dir:
+            page.click("#fd-e-folder input")  # the keyboard picks an option (a mouse click on it did not)
+            page.keyboard.press("ArrowDown")
+            page.keyboard.press("Enter")
+            page.wait_for_timeout(4000)
+        page.screenshot(path=str(out / "evaluate.png"), full_page=True)
         browser.close()
     demo.close()
     print(f"wrote {', '.join(sorted(p.name for p in out.glob('*.png')))} to {out}")

@@ -113,3 +113,25 @@ def test_a_latent_model_trains_on_masks(mask_run, tmp_path):
     ds = PreparedDataset(data)
     res = api.sample(str(tmp_path / "ldm"), conditions={"mask": ds.parsing([0])[0]}, attrs="smiling=5", n=1, steps=2)
     assert res["images"].shape == (1, 16, 16, 3)
+
+
+def test_the_bundled_mask_model_is_picked_for_a_mask(tmp_path):
+    """Without --model, `facediff sample --mask FILE` runs the bundled model that takes masks, and says so; the
+    default (attribute) model is still what runs without one."""
+    from typer.testing import CliRunner
+
+    from facediff.cli.main import app
+    from facediff.request import Request
+
+    ids = np.zeros((64, 64), np.uint8)
+    ids[8:60, 12:52] = 1  # skin
+    ids[4:24, 10:54] = 2  # hair
+    Image.fromarray(ids, "L").save(tmp_path / "m.png")
+    res = CliRunner().invoke(app, ["sample", "--mask", str(tmp_path / "m.png"), "--n", "1", "--steps", "2",
+                                   "--out", str(tmp_path / "f.png")])
+    assert res.exit_code == 0, res.output
+    assert "mask_model" in res.output
+    req = Request.from_png(tmp_path / "f.png")
+    assert req.model_name == "mask_model" and req.conditions == {"mask": str(tmp_path / "m.png")}
+    plain = api.sample(None, n=1, steps=2)
+    assert plain["request"].model_name == "default_model"

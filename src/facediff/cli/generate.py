@@ -71,6 +71,7 @@ def sample(ctx: typer.Context,
            sweep: bool = typer.Option(False, "--sweep", help="grid: one row per attribute, its levels 0..5"),
            sketch: Optional[Path] = typer.Option(None, help="sketch PNG (sketch-conditional latent models)"),
            cond: List[str] = typer.Option([], help=COND_HELP),
+           mask: Optional[Path] = typer.Option(None, help="face-parsing mask PNG (mask models; = --cond mask=FILE)"),
            batch_size: int = typer.Option(64, help="images per network batch"),
            precision: Precision = typer.Option("no", help=PRECISION_HELP),
            device: str = typer.Option("auto", help=DEVICE_HELP),
@@ -86,8 +87,9 @@ def sample(ctx: typer.Context,
     fields = request_fields(ctx, dict(
         model=model, attrs=attrs, prompt=prompt, negative_prompt=negative_prompt, lora=lora, lora_scale=lora_scale,
         attr_scales=attr_scales, guidance=guidance, n=n, sampler=sampler, steps=steps, eta=eta, seed=seed,
-        init_noise=init_noise, step_noise=step_noise, sweep=sweep, sketch=sketch, conditions=_conditions(cond),
-        batch_size=batch_size, precision=precision, device=device, scale=scale), from_png, aliases={"conditions": "cond"})
+        init_noise=init_noise, step_noise=step_noise, sweep=sweep, sketch=sketch,
+        conditions=_conditions(cond + ([f"mask={mask}"] if mask is not None else [])), batch_size=batch_size,
+        precision=precision, device=device, scale=scale), from_png, aliases={"conditions": "cond"})
     with Reporter() as rep:
         res = api.sample(_from_png(from_png, "sample"), out=out, save_each=save_each, overwrite=overwrite,
                          progress=rep, **fields)

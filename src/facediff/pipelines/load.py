@@ -50,6 +50,23 @@ def resolve_device(device: str | torch.device) -> torch.device:
     raise FacediffError(f"--device {device!r}: unknown (use auto, cpu, cuda or cuda:N)")
 
 
+def bundled_for(kinds: set[str]) -> Path | None:
+    """The bundled model that declares every condition kind in ``kinds`` (the fewest other kinds first), None
+    when none does: `facediff sample --cond mask=...` without --model picks the bundled mask model."""
+    found = []
+    for folder in sorted(ASSETS.iterdir()):
+        index = folder / "model_index.json"
+        if not index.is_file():
+            continue
+        try:
+            declared = {c.get("kind") for c in json.loads(index.read_text()).get("conditions") or []}
+        except (ValueError, AttributeError):
+            continue
+        if kinds <= declared:
+            found.append((len(declared - kinds), folder.name, folder))
+    return min(found)[2] if found else None
+
+
 def resolve_model_dir(path: str | Path | None, *, text: bool = False) -> Path:
     """A run directory -> its export/; an export folder as is; None -> the bundled default model (the bundled
     text-to-face model when ``text``)."""
