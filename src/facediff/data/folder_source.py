@@ -45,17 +45,41 @@ class _Scan:
     refused: list[tuple[str, str]] = field(default_factory=list)  # (rel, reason)
 
 
-def _scan(base: Path) -> _Scan:
-    """Walk ``base`` (resolved) in sorted order, hidden entries skipped, symlinks checked (see module doc)."""
-    out = _Scan()
+def _unlinked_folders(base: Path) -> set[tuple[int, int]]:
+    """(st_dev, st_ino) of every folder under ``base`` reachable without following any symlink (hidden skipped)."""
     real_dirs: set[tuple[int, int]] = set()
-    for d, dirs, _ in os.walk(base):  # the folders reachable without following any symlink
+    for d, dirs, _ in os.walk(base):
         dirs[:] = [x for x in dirs if not x.startswith(".")]
         try:
             st = os.stat(d)
             real_dirs.add((st.st_dev, st.st_ino))
         except OSError:
             pass
+    return real_dirs
+
+
+def _refuse_duplicate_links(out: _Scan) -> None:
+    """Move to ``out.refused`` every image reached through a symlink that is the same file as a listed image."""
+    owner: dict[str, str] = {}
+    for r, path, via in out.images:
+        if not via:
+            owner.setdefault(str(path), r)
+    keep = []
+    for r, path, via in out.images:
+        if via:
+            real = os.path.realpath(path)
+            if real in owner:
+                out.refused.append((r, f"symlink to {owner[real]}, which is already listed; refused (a duplicate)"))
+                continue
+            owner[real] = r
+        keep.append((r, path, via))
+    out.images = keep
+
+
+def _scan(base: Path) -> _Scan:
+    """Walk ``base`` (resolved) in sorted order, hidden entries skipped, symlinks checked (see module doc)."""
+    out = _Scan()
+    real_dirs = _unlinked_folders(base)  # the folders reachable without following any symlink
     entered: set[tuple[int, int]] = set()
 
     def rel_of(real: str) -> str:
@@ -114,20 +138,7 @@ def _scan(base: Path) -> _Scan:
     visit(base, "", False)
     out.images.sort(key=lambda t: t[0])
     # a file symlink (or a file under a linked folder) that is the same file as another listed image
-    owner: dict[str, str] = {}
-    for r, path, via in out.images:
-        if not via:
-            owner.setdefault(str(path), r)
-    keep = []
-    for r, path, via in out.images:
-        if via:
-            real = os.path.realpath(path)
-            if real in owner:
-                out.refused.append((r, f"symlink to {owner[real]}, which is already listed; refused (a duplicate)"))
-                continue
-            owner[real] = r
-        keep.append((r, path, via))
-    out.images = keep
+    _refuse_duplicate_links(out)
     return out
 
 

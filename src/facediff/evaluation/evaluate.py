@@ -122,12 +122,7 @@ def evaluate(model: str | Path | None, data: str | Path, *, metrics: str | Seque
     from facediff.metrics.features import OracleFeatures
     from facediff.pipelines.load import load_pipeline, resolve_device
 
-    wanted = set(metrics.split(",") if isinstance(metrics, str) else metrics)
-    unknown = wanted - set(METRICS)
-    if unknown:
-        raise FacediffError(f"--metrics: unknown {', '.join(sorted(unknown))} (known: {', '.join(METRICS)})")
-    if n < 4:
-        raise FacediffError(f"--n {n}: at least 4 images are needed for FD/KID")
+    wanted = _wanted_metrics(metrics, n)
     if model is not None and _is_autoencoder(Path(model)):
         return evaluate_autoencoder_report(model, data, n=n, split=split, out=out)
     pipe = load_pipeline(model, resolve_device(device), text=text)
@@ -177,6 +172,33 @@ def evaluate(model: str | Path | None, data: str | Path, *, metrics: str | Seque
                    extractor, attrs, True)
     if texts is not None:
         _score_prompts(result, floor, gen, texts, real_all[rows], wanted, extractor, clip)
+    _score_fidelity(result, floor, conditioner, conditions, gen, real_all, rows, wanted)
+    if "timing" in wanted:
+        nfe = pipe.network_evaluations
+        result["timing"] = {"seconds_total": seconds, "seconds_per_image": seconds / n, "network_evaluations": nfe,
+                            "seconds_per_network_evaluation": seconds / max(1, nfe)}
+    result["floor_real_vs_real"] = floor
+    if out is not None:
+        _write(out, result, gen, gen_levels, attrs, pipe)
+    return result
+
+
+def _wanted_metrics(metrics: str | Sequence[str], n: int) -> set[str]:
+    """The metric names asked for (``--metrics``), checked against ``METRICS`` and ``n``."""
+    wanted = set(metrics.split(",") if isinstance(metrics, str) else metrics)
+    unknown = wanted - set(METRICS)
+    if unknown:
+        raise FacediffError(f"--metrics: unknown {', '.join(sorted(unknown))} (known: {', '.join(METRICS)})")
+    if n < 4:
+        raise FacediffError(f"--n {n}: at least 4 images are needed for FD/KID")
+    return wanted
+
+
+def _score_fidelity(result: dict[str, Any], floor: dict[str, Any], conditioner, conditions: dict[str, Any],
+                    gen: np.ndarray, real_all: np.ndarray, rows: np.ndarray, wanted: set[str]) -> None:
+    """Condition fidelity of the spatial kinds the model declares ("sketch", "parsing") on the sampled rows;
+    the floor scores the real images of the same rows."""
+    size = gen.shape[1]
     fidelity = {k.fidelity_metric: k for k in conditioner.kinds if k.fidelity_metric in wanted}
     if "sketch" in fidelity:
         result["sketch"] = sketch_fidelity(gen, real_all[rows])
@@ -186,14 +208,6 @@ def evaluate(model: str | Path | None, data: str | Path, *, metrics: str | Seque
 
         masks = _resize_ids(conditions[fidelity["parsing"].name], size)
         result["parsing"], floor["parsing"] = parsing_fidelity(gen, masks), parsing_fidelity(real_all[rows], masks)
-    if "timing" in wanted:
-        nfe = pipe.network_evaluations
-        result["timing"] = {"seconds_total": seconds, "seconds_per_image": seconds / n, "network_evaluations": nfe,
-                            "seconds_per_network_evaluation": seconds / max(1, nfe)}
-    result["floor_real_vs_real"] = floor
-    if out is not None:
-        _write(out, result, gen, gen_levels, attrs, pipe)
-    return result
 
 
 def _resize_ids(maps: list, size: int) -> np.ndarray:

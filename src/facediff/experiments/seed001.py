@@ -17,6 +17,7 @@ Levels are 0 or the top level per attribute (clear contrasts), drawn at random p
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -83,16 +84,7 @@ def run_seed001(ctx: Ctx) -> dict[str, Any]:
 
     pipe = load_pipeline(ctx.model)
     oracle = OracleFeatures()
-    ocfg = oracle.model.config
-    if pipe.conditional:
-        attributes, top = tuple(a for a in pipe.attributes if a in ocfg.attributes), pipe.num_levels - 1
-    elif pipe.takes_text:
-        attributes, top = tuple(ocfg.attributes), int(ocfg.num_levels) - 1
-    else:
-        raise FacediffError(f"--model {ctx.model}: seed001 needs an attribute-conditional or text-to-face model "
-                            "(an unconditional model has nothing to put in the regions)")
-    if not attributes:
-        raise FacediffError(f"--model {ctx.model}: none of its attributes is one the oracle scores")
+    attributes, top = _scored_attributes(ctx, pipe, oracle)
     side = pipe.sample_size
     steps = ctx.steps(STEPS)
     rng = np.random.default_rng(0)
@@ -119,23 +111,8 @@ def run_seed001(ctx: Ctx) -> dict[str, Any]:
         n = int(max(2, min(64, ctx.left_s() * 0.85 / (per * (len(BOOTSTRAP) + 0.7)))))
     conds = _conditions(rng, n, attributes, top)
     ctx.say(f"{n} group photos x {len(BOOTSTRAP)} bootstrapping settings + plain sampling, {steps} DDIM steps")
-    arms, grids = [], {}
-
-    t0 = time.time()
-    flat = [c for comp in conds for c in comp]
-    if pipe.takes_text:
-        flat_prompts = [p for row in _prompts(conds, np.random.default_rng(1)) for p in row]
-        plain = pipe(seeds=[1000 + i for i in range(len(flat))], prompt=flat_prompts, guidance=GUIDANCE,
-                     sampler="ddim", steps=steps, progress=ctx.progress).images
-    else:
-        plain = pipe(seeds=[1000 + i for i in range(len(flat))], attrs=flat, guidance=GUIDANCE, sampler="ddim",
-                     steps=steps, progress=ctx.progress).images
-    score = _score(oracle.predict(plain), conds, attributes)
-    arms.append({"name": "plain (unfused, native size)", "k": None,
-                 "metrics": {**score, "seconds_per_photo": (time.time() - t0) / n}})
-    tiles = [make_grid(plain[4 * i:4 * i + 4], 2, pad=0) for i in range(min(n, 8))]
-    grids["plain: the four faces of a photo, each sampled alone"] = save_png(make_grid(np.stack(tiles), 4, scale=2),
-                                                                            ctx.out / "plain.png")
+    plain_arm, plain_grid = _plain_arm(ctx, pipe, oracle, conds, attributes, steps)
+    arms, grids = [plain_arm], {"plain: the four faces of a photo, each sampled alone": plain_grid}
     # the k arms use the default views (half-window stride); the last arm aligns the views with the faces
     for k, stride in [*((k, None) for k in BOOTSTRAP), (0.0, side)]:
         t0 = time.time()
@@ -151,6 +128,51 @@ def run_seed001(ctx: Ctx) -> dict[str, Any]:
             over = np.stack([overlay_masks(im, res.masks) for im in res.images[:4]])
             grids["the layout: region masks over the k = 20 % photos"] = save_png(make_grid(over, 4, scale=2),
                                                                                   ctx.out / "masks.png")
+    md = _summary(ctx, pipe, arms, attributes, n=n, side=side, steps=steps, top=top)
+    return finish(ctx, {"seed": "001", "arms": arms, "n": n, "steps": steps, "attributes": list(attributes),
+                        "model": str(pipe.model_dir)}, md, grids)
+
+
+def _scored_attributes(ctx: Ctx, pipe, oracle) -> tuple[tuple[str, ...], int]:
+    """(the attributes both the model and the oracle know, the top level): what each region is given."""
+    ocfg = oracle.model.config
+    if pipe.conditional:
+        attributes, top = tuple(a for a in pipe.attributes if a in ocfg.attributes), pipe.num_levels - 1
+    elif pipe.takes_text:
+        attributes, top = tuple(ocfg.attributes), int(ocfg.num_levels) - 1
+    else:
+        raise FacediffError(f"--model {ctx.model}: seed001 needs an attribute-conditional or text-to-face model "
+                            "(an unconditional model has nothing to put in the regions)")
+    if not attributes:
+        raise FacediffError(f"--model {ctx.model}: none of its attributes is one the oracle scores")
+    return attributes, top
+
+
+def _plain_arm(ctx: Ctx, pipe, oracle, conds: list[list[dict]], attributes: tuple[str, ...],
+               steps: int) -> tuple[dict[str, Any], Path]:
+    """The floor: every face of every photo sampled alone at the native size; (the arm, its saved grid)."""
+    from facediff.imaging import make_grid, save_png
+
+    n = len(conds)
+    t0 = time.time()
+    flat = [c for comp in conds for c in comp]
+    if pipe.takes_text:
+        flat_prompts = [p for row in _prompts(conds, np.random.default_rng(1)) for p in row]
+        plain = pipe(seeds=[1000 + i for i in range(len(flat))], prompt=flat_prompts, guidance=GUIDANCE,
+                     sampler="ddim", steps=steps, progress=ctx.progress).images
+    else:
+        plain = pipe(seeds=[1000 + i for i in range(len(flat))], attrs=flat, guidance=GUIDANCE, sampler="ddim",
+                     steps=steps, progress=ctx.progress).images
+    score = _score(oracle.predict(plain), conds, attributes)
+    arm = {"name": "plain (unfused, native size)", "k": None,
+           "metrics": {**score, "seconds_per_photo": (time.time() - t0) / n}}
+    tiles = [make_grid(plain[4 * i:4 * i + 4], 2, pad=0) for i in range(min(n, 8))]
+    return arm, save_png(make_grid(np.stack(tiles), 4, scale=2), ctx.out / "plain.png")
+
+
+def _summary(ctx: Ctx, pipe, arms: list[dict[str, Any]], attributes: tuple[str, ...], *, n: int, side: int,
+             steps: int, top: int) -> list[str]:
+    """The markdown of the experiment: the arms' table and how to read it."""
     head = ["arm", "attribute accuracy ↑", "all attributes right ↑", "leakage ↓ (shows the neighbour's level)",
             *attributes, "s / photo"]
     rows = [[a["name"], fmt(a["metrics"]["accuracy"], "pct"), fmt(a["metrics"]["exact_match"], "pct"),
@@ -172,5 +194,4 @@ def run_seed001(ctx: Ctx) -> dict[str, Any]:
           "windows; views aligned to the faces (stride = the window) give each face a window of its own: each "
           "pixel is seen by one window, so nothing is fused and each face is an independent sample from its part "
           "of the canvas noise (the plain arm's quality, in one image)."]
-    return finish(ctx, {"seed": "001", "arms": arms, "n": n, "steps": steps, "attributes": list(attributes),
-                        "model": str(pipe.model_dir)}, md, grids)
+    return md

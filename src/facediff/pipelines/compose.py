@@ -31,7 +31,8 @@ from facediff.pipelines.layout import (  # noqa: F401  (re-exported: the public 
     Layout, Region, _fail, latent_mask, load_layout, overlay_masks, pixel_mask)
 from facediff.progress import Progress, report
 from facediff.registry import SAMPLERS, check_choice
-from facediff.sampling.multidiffusion import MAX_PATHS, Bootstrap, RegionPaths, make_views, multidiffusion_denoiser
+from facediff.sampling.multidiffusion import (MAX_PATHS, Bootstrap, RegionPaths, View, make_views,
+                                             multidiffusion_denoiser)
 from facediff.sampling.precision import autocast_model, sampling_precision
 from facediff.sampling.preview import RememberDenoised
 from facediff.sampling.samplers import make_scheduler, sample
@@ -92,57 +93,8 @@ def plan(pipe, layout: Layout, *, n: int = 1, seeds: list[int] | None = None, ma
         raise FacediffError(f"n = {n}, steps = {layout.steps}: each must be at least 1")
     if not 0.0 <= layout.bootstrap <= 1.0:
         raise FacediffError(f"bootstrap = {layout.bootstrap}: give a fraction of the steps in [0, 1]")
-    f = pipe.space.downsample
-    native = pipe.latent_shape[1]
-    if layout.width % f or layout.height % f or layout.width < 1 or layout.height < 1:
-        raise FacediffError(f"canvas {layout.width}x{layout.height}: width and height must be positive multiples "
-                            f"of the model's latent factor {f}")
-    H, W = layout.height // f, layout.width // f
-    window = native if layout.window is None else layout.window // f
-    if layout.window is not None and (layout.window % f or window < 1):
-        raise FacediffError(f"window {layout.window}: must be a positive multiple of the latent factor {f}")
-    if window != native:
-        raise FacediffError(f"window {layout.window}: this model's native size is {native * f} pixels; "
-                            "leave window out or give that size")
-    if H < window or W < window:
-        raise FacediffError(f"canvas {layout.width}x{layout.height} is smaller than the model's native size "
-                            f"{window * f}x{window * f}; make it at least that large")
-    if layout.stride is not None and layout.stride > window * f:
-        raise FacediffError(f"stride {layout.stride} is larger than the window {window * f} pixels: parts of the "
-                            "canvas would be covered by no view; use a stride <= the window")
-    stride = max(1, window // 2) if layout.stride is None else layout.stride // f
-    if layout.stride is not None and (layout.stride % f or stride < 1):
-        raise FacediffError(f"stride {layout.stride}: must be a positive multiple of the latent factor {f}")
-    views = make_views((H, W), (window, window), (stride, stride), circular=layout.circular)
-
-    masks_px, regions = [], []
-    canvas = (layout.height, layout.width)
-    for i, region in enumerate(layout.regions):
-        where = f"region {i + 1}" + (f" ({region.name})" if region.name else "")
-        m = pixel_mask(region, layout.width, layout.height, where)
-        soft = region.soft or region.feather > 0
-        lm = latent_mask(m, (H, W), soft, where)
-        box = None
-        if region.box is not None:
-            ys, xs = torch.nonzero(m[0, 0] > 0, as_tuple=True)
-            box = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
-        guidance = layout.guidance if region.guidance is None else region.guidance
-        if region.bootstrap is not None and not 0.0 <= region.bootstrap <= 1.0:
-            raise _fail(where, f"bootstrap = {region.bootstrap}: give a fraction of the steps in [0, 1]")
-        k_own = None if region.bootstrap is None else int(round(region.bootstrap * layout.steps))
-        regions.append(RegionPaths(_region_branches(pipe, region, where, n, guidance, lm, box, canvas), lm,
-                                   bootstrap_steps=k_own))
-        masks_px.append(m[0, 0].numpy())
-    fg = sum((r.mask for r in regions), torch.zeros(1, 1, H, W))
-    bg_mask = (1.0 - fg).clamp_min(0.0)
-    bg = layout.background
-    if bg.box is not None or bg.mask is not None:
-        raise FacediffError("background: takes no box or mask (it covers what the regions leave)")
-    bg_guidance = layout.guidance if bg.guidance is None else bg.guidance
-    if float(bg_mask.sum()) > 0 or not regions:
-        regions.append(RegionPaths(_region_branches(pipe, bg, bg.name or "background", n, bg_guidance, bg_mask, None,
-                                                    canvas),
-                                   bg_mask if regions else torch.ones(1, 1, H, W), foreground=False))
+    H, W, views = _latent_views(pipe, layout)
+    regions, masks_px = _region_paths(pipe, layout, n, (H, W))
 
     device = pipe.device
     C = pipe.latent_shape[0]
@@ -165,6 +117,67 @@ def plan(pipe, layout: Layout, *, n: int = 1, seeds: list[int] | None = None, ma
     active = sum(1 for v in views for r in regions if bool(v.crop(r.mask).sum() > 0))
     masks = np.stack(masks_px) if masks_px else np.zeros((0, layout.height, layout.width), np.float32)
     return ComposePlan(denoise, shape, seeds, len(views), active, masks, latents, mixed)
+
+
+def _latent_views(pipe, layout: Layout) -> tuple[int, int, list[View]]:
+    """(H, W, views) of the layout's latent canvas: the canvas, window and stride checked against ``pipe``."""
+    f = pipe.space.downsample
+    native = pipe.latent_shape[1]
+    if layout.width % f or layout.height % f or layout.width < 1 or layout.height < 1:
+        raise FacediffError(f"canvas {layout.width}x{layout.height}: width and height must be positive multiples "
+                            f"of the model's latent factor {f}")
+    H, W = layout.height // f, layout.width // f
+    window = native if layout.window is None else layout.window // f
+    if layout.window is not None and (layout.window % f or window < 1):
+        raise FacediffError(f"window {layout.window}: must be a positive multiple of the latent factor {f}")
+    if window != native:
+        raise FacediffError(f"window {layout.window}: this model's native size is {native * f} pixels; "
+                            "leave window out or give that size")
+    if H < window or W < window:
+        raise FacediffError(f"canvas {layout.width}x{layout.height} is smaller than the model's native size "
+                            f"{window * f}x{window * f}; make it at least that large")
+    if layout.stride is not None and layout.stride > window * f:
+        raise FacediffError(f"stride {layout.stride} is larger than the window {window * f} pixels: parts of the "
+                            "canvas would be covered by no view; use a stride <= the window")
+    stride = max(1, window // 2) if layout.stride is None else layout.stride // f
+    if layout.stride is not None and (layout.stride % f or stride < 1):
+        raise FacediffError(f"stride {layout.stride}: must be a positive multiple of the latent factor {f}")
+    views = make_views((H, W), (window, window), (stride, stride), circular=layout.circular)
+    return H, W, views
+
+
+def _region_paths(pipe, layout: Layout, n: int, latent: tuple[int, int]) -> tuple[list[RegionPaths], list[np.ndarray]]:
+    """(the paths of every region, background last when it has weight; the foreground masks in pixels)."""
+    H, W = latent
+    masks_px, regions = [], []
+    canvas = (layout.height, layout.width)
+    for i, region in enumerate(layout.regions):
+        where = f"region {i + 1}" + (f" ({region.name})" if region.name else "")
+        m = pixel_mask(region, layout.width, layout.height, where)
+        soft = region.soft or region.feather > 0
+        lm = latent_mask(m, (H, W), soft, where)
+        # The region's pixel bounding box (a drawn box, or the painted mask's extent): spatial conditions
+        # (a sketch, a parsing mask) are placed into it.
+        ys, xs = torch.nonzero(m[0, 0] > 0, as_tuple=True)
+        box = None if len(xs) == 0 else (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
+        guidance = layout.guidance if region.guidance is None else region.guidance
+        if region.bootstrap is not None and not 0.0 <= region.bootstrap <= 1.0:
+            raise _fail(where, f"bootstrap = {region.bootstrap}: give a fraction of the steps in [0, 1]")
+        k_own = None if region.bootstrap is None else int(round(region.bootstrap * layout.steps))
+        regions.append(RegionPaths(_region_branches(pipe, region, where, n, guidance, lm, box, canvas), lm,
+                                   bootstrap_steps=k_own))
+        masks_px.append(m[0, 0].numpy())
+    fg = sum((r.mask for r in regions), torch.zeros(1, 1, H, W))
+    bg_mask = (1.0 - fg).clamp_min(0.0)
+    bg = layout.background
+    if bg.box is not None or bg.mask is not None:
+        raise FacediffError("background: takes no box or mask (it covers what the regions leave)")
+    bg_guidance = layout.guidance if bg.guidance is None else bg.guidance
+    if float(bg_mask.sum()) > 0 or not regions:
+        regions.append(RegionPaths(_region_branches(pipe, bg, bg.name or "background", n, bg_guidance, bg_mask, None,
+                                                    canvas),
+                                   bg_mask if regions else torch.ones(1, 1, H, W), foreground=False))
+    return regions, masks_px
 
 
 def _initial_noise(shape: tuple[int, ...], seeds: list[int], own: list[tuple[int, torch.Tensor]],

@@ -127,6 +127,32 @@ def _noised_background(boot: Bootstrap, t: torch.Tensor, like: torch.Tensor) -> 
     return ab.sqrt() * boot.backgrounds[i].to(like) + (1 - ab).sqrt() * boot.noise.to(like)
 
 
+def _active_paths(views: Sequence[View], regions: Sequence[RegionPaths], max_paths: int) -> list[tuple[int, int]]:
+    """(view, region) index pairs whose region mask has weight on the view; at least one, at most ``max_paths``."""
+    if not regions:
+        raise FacediffError("a composition needs at least one region")
+    paths = [(v, r) for v, view in enumerate(views) for r, reg in enumerate(regions)
+             if bool(view.crop(reg.mask).sum() > 0)]
+    if len(paths) > max_paths:
+        raise FacediffError(f"{len(views)} views x {len(regions)} regions = {len(paths)} active paths per step, above "
+                            f"the bound of {max_paths}; use a larger stride, fewer regions or a smaller canvas")
+    if not paths:
+        raise FacediffError("no region has weight on any view: every mask is empty")
+    return paths
+
+
+def _forward_groups(paths: list[tuple[int, int]], rows_per_path: dict[tuple[int, int], int], batched: bool,
+                    max_batch: int) -> list[list[tuple[int, int]]]:
+    """The paths split into runs that share one network forward (up to ``max_batch`` rows; one each unbatched)."""
+    groups: list[list[tuple[int, int]]] = []
+    for key in paths:  # consecutive paths (a view's regions, then the next view) share one forward
+        if batched and groups and sum(rows_per_path[k] for k in groups[-1]) + rows_per_path[key] <= max_batch:
+            groups[-1].append(key)
+        else:
+            groups.append([key])
+    return groups
+
+
 def multidiffusion_denoiser(model_fn: ModelFn, canvas: tuple[int, int], views: Sequence[View],
                             regions: Sequence[RegionPaths], *, bootstrap: Bootstrap | None = None,
                             max_batch: int = 64, batched: bool = True, max_paths: int = MAX_PATHS,
@@ -137,16 +163,8 @@ def multidiffusion_denoiser(model_fn: ModelFn, canvas: tuple[int, int], views: S
     through ONE network forward; False runs one forward per (view, region), for the benchmark.
     ``on_call(calls)`` is told the number of forwards after each denoise call.
     """
-    if not regions:
-        raise FacediffError("a composition needs at least one region")
     H, W = canvas
-    paths = [(v, r) for v, view in enumerate(views) for r, reg in enumerate(regions)
-             if bool(view.crop(reg.mask).sum() > 0)]
-    if len(paths) > max_paths:
-        raise FacediffError(f"{len(views)} views x {len(regions)} regions = {len(paths)} active paths per step, above "
-                            f"the bound of {max_paths}; use a larger stride, fewer regions or a smaller canvas")
-    if not paths:
-        raise FacediffError("no region has weight on any view: every mask is empty")
+    paths = _active_paths(views, regions, max_paths)
     crops = {(v, r): (_crop_condition(regions[r].branches.base, views[v], canvas),
                       [(_crop_condition(c, views[v], canvas), w) for c, w in regions[r].branches.deltas],
                       views[v].crop(regions[r].mask))
@@ -194,13 +212,7 @@ def multidiffusion_denoiser(model_fn: ModelFn, canvas: tuple[int, int], views: S
         value = torch.zeros_like(x)
         count = torch.zeros((1, 1, H, W), dtype=x.dtype, device=x.device)
         rows_per_path = {key: len(x) * (1 + len(crops[key][1])) for key in paths}
-        groups: list[list[tuple[int, int]]] = []
-        for key in paths:  # consecutive paths (a view's regions, then the next view) share one forward
-            if batched and groups and sum(rows_per_path[k] for k in groups[-1]) + rows_per_path[key] <= max_batch:
-                groups[-1].append(key)
-            else:
-                groups.append([key])
-        for group in groups:
+        for group in _forward_groups(paths, rows_per_path, batched, max_batch):
             for key, pred in zip(group, forward(group, x, t, inputs)):
                 m = crops[key][2].to(x)
                 views[key[0]].add_into(value, pred * m)

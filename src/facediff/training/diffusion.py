@@ -122,7 +122,10 @@ class DiffusionTask(Task):
             channels, net_size = m.in_channels, cfg.data.size
         self.conditions = TrainingConditions(cfg, self.data, Grid(cfg.data.size, net_size)) if not self.text else None
         if self.text:
-            from facediff.training.text import Captions, adapt_base, build_text_model, tokenizer_for_run
+            from facediff.training.text import (
+                Captions, adapt_base, build_text_model, free_captions_sample, tokenizer_for_run)
+
+            labels = self.data.dataset.labels if cfg.text.caption_mode == "free" else None
 
             if self.base is not None:
                 self.tokenizer = self.base.tokenizer
@@ -130,13 +133,14 @@ class DiffusionTask(Task):
                 self.uses_ema = cfg.lora.full
                 self.model.checkpoint_keys = {k for k, p in self.model.named_parameters() if p.requires_grad}
             else:
-                self.tokenizer = tokenizer_for_run(cfg, self.data.captions, self.out)
+                vocabulary = self.data.captions + (free_captions_sample(labels) if labels is not None else [])
+                self.tokenizer = tokenizer_for_run(cfg, vocabulary, self.out)
                 self.model = build_text_model(cfg, self.tokenizer, channels, net_size)
                 if not any(p.requires_grad for p in self.model.text_encoder.parameters()):
                     # a frozen encoder is rebuilt from [text] on resume (pretrained weights, or the seed's
                     # init): checkpoints hold the U-Net only (all-MiniLM-L6-v2 would add 2 x 87 MB to each)
                     self.model.checkpoint_keys = {k for k in self.model.state_dict() if not k.startswith("text_encoder.")}
-            self.captions = Captions(self.data.captions, self.tokenizer, cfg)
+            self.captions = Captions(self.data.captions, self.tokenizer, cfg, labels)
             self.captions.encode_all(self.model.text_encoder,  # a frozen encoder runs once per caption
                                      on_chunk=lambda done, total: report(self.progress, "encode captions", done, total))
         else:

@@ -33,15 +33,18 @@ CACHE_BYTES = 4e9  # largest cache of encoded captions kept in memory (fp32 stat
 
 
 class Captions:
-    """The caption of every training image as token ids; kohya's shuffle_caption / keep_tokens per step."""
+    """The caption of every training image as token ids; kohya's shuffle_caption / keep_tokens per step, or
+    ([text] caption_mode = "free") a free-phrased caption drawn from the image's labels per step."""
 
-    def __init__(self, captions: list[str], tokenizer, cfg: RunConfig):
+    def __init__(self, captions: list[str], tokenizer, cfg: RunConfig, labels: list[dict] | None = None):
         if not any(captions):
             raise FacediffError(f"[text] caption_field = {cfg.text.caption_field!r}: no image of the data set has a "
                                 "caption; prepare it with captions (labels.jsonl 'caption', metadata.jsonl 'text' or "
                                 "IMAGE.txt sidecars)")
         self.captions, self.tokenizer, self.text_cfg = captions, tokenizer, cfg.text
-        self.ids = None if cfg.text.shuffle_caption else tokenize(tokenizer, captions)  # (N, L), tokenized once
+        self.labels = labels if cfg.text.caption_mode == "free" else None
+        fixed = not (cfg.text.shuffle_caption or self.labels is not None)
+        self.ids = tokenize(tokenizer, captions) if fixed else None  # (N, L), tokenized once
         self.null_ids = tokenize(tokenizer, [""])[0]  # the empty prompt: the classifier-free-guidance null
         self.states = self.null_state = None  # encode_all: (N, L, D) and (L, D) states of a frozen encoder
 
@@ -80,6 +83,11 @@ class Captions:
         A shuffled caption depends on (seed, step, image) only, not on the batch layout."""
         if self.ids is not None:
             ids = self.ids[idx]
+        elif self.labels is not None:
+            from facediff.data.free_text import free_caption
+
+            ids = tokenize(self.tokenizer, [free_caption(self.labels[int(i)], np.random.default_rng([seed, step, int(i)]))
+                                            for i in idx])
         else:
             from facediff.data.captions import shuffle_caption
 
@@ -87,6 +95,15 @@ class Captions:
                                      rng=np.random.default_rng([seed, step, int(i)])) for i in idx]
             ids = tokenize(self.tokenizer, texts)
         return torch.where(drop[:, None], self.null_ids[None], ids)
+
+
+def free_captions_sample(labels: list[dict], per_image: int = 2, max_images: int = 8192) -> list[str]:
+    """Free-phrased captions of (up to ``max_images`` of) the labels rows: what a caption_mode = "free" run's
+    tokenizer learns its vocabulary from, beside the fixed captions."""
+    from facediff.data.free_text import free_caption
+
+    rng = np.random.default_rng(0)
+    return [free_caption(row, rng) for row in labels[:max_images] for _ in range(per_image)]
 
 
 def tokenizer_for_run(cfg: RunConfig, captions: list[str], out: Path):

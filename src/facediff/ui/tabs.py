@@ -1,7 +1,8 @@
 """The Compose, Sketch and Evaluate tabs of ``facediff ui`` (the Generate tab is in ``ui.app``).
 
 Compose: up to 12 regions painted in colour on one canvas (any layer; the colour says the region), each with
-its own prompt and attributes, a background condition and the bootstrapping fraction of MultiDiffusion; or a
+its own prompt, attributes and image condition (an uploaded sketch or mask, named in the region's row), a
+background condition and the bootstrapping fraction of MultiDiffusion; or a
 panorama (width, circular) under the background condition. Sketch: a photo -> its extracted sketch, drawn on
 or drawn from scratch, -> faces that follow it. Evaluate: a run or eval folder's metrics, pictures and loss.
 """
@@ -45,29 +46,79 @@ def region_masks(editor, width: int, height: int) -> list[tuple[str, np.ndarray]
     return out
 
 
+def image_conditions(cell: str, uploads: dict[str, str], image_kinds: list[str], region: str) -> dict[str, str]:
+    """A region row's image-condition cell -> {kind: uploaded file}: "FILE" for a model's only image kind
+    (sketch or mask), "KIND=FILE" to choose; FILE is the name of a file uploaded beside the table."""
+    cell = str(cell or "").strip()
+    if not cell:
+        return {}
+    kind, _, name = cell.rpartition("=")
+    kind, name = kind.strip(), name.strip()
+    if not image_kinds:
+        raise FacediffError(f"region {region}: this model takes no sketch or mask; clear the cell {cell!r}")
+    if not kind:
+        if len(image_kinds) > 1:
+            raise FacediffError(f"region {region}: this model takes {' and '.join(image_kinds)}; write KIND=FILE")
+        kind = image_kinds[0]
+    if kind not in image_kinds:
+        raise FacediffError(f"region {region}: this model takes no {kind!r}; it takes {', '.join(image_kinds)}")
+    if name not in uploads:
+        raise FacediffError(f"region {region}: no uploaded file is named {name!r}; upload it first "
+                            f"(uploaded: {', '.join(sorted(uploads)) or 'none'})")
+    return {kind: uploads[name]}
+
+
 def build_layout(masks, table, background: tuple[str, str], *, width: int, height: int, folder: Path,
-                 steps: int, sampler: str, guidance: float, seed: int, bootstrap: float):
-    """A ``Layout`` from painted masks and the region table (rows: colour, prompt, attributes); each mask is
-    saved as a PNG in ``folder`` so that the request (and the PNG it writes) names it."""
+                 steps: int, sampler: str, guidance: float, seed: int, bootstrap: float,
+                 uploads: dict[str, str] | None = None, image_kinds: list[str] | None = None):
+    """A ``Layout`` from painted masks and the region table (rows: colour, prompt, attributes, image condition);
+    each mask is saved as a PNG in ``folder`` so that the request (and the PNG it writes) names it."""
     from PIL import Image
 
     from facediff.pipelines.layout import Layout, Region
 
     import hashlib
 
-    rows = {str(r[0]).strip(): r for r in _rows(table)}
+    rows = {str(r[0]).strip(): list(r) + [""] * (4 - len(r)) for r in _rows(table)}
     regions = []
     for name, mask in masks:
-        row = rows.get(name, (name, "", ""))
+        row = rows.get(name, [name, "", "", ""])
+        conditions = image_conditions(row[3], uploads or {}, image_kinds or [], name)
         path = folder / f"region-{name}-{hashlib.sha256(mask.tobytes()).hexdigest()[:12]}.png"
         folder.mkdir(parents=True, exist_ok=True)
         Image.fromarray(mask, "L").save(path)
-        regions.append(Region(name=name, mask=str(path), prompt=(row[1] or None), attrs=(row[2] or None)))
+        regions.append(Region(name=name, mask=str(path), prompt=(row[1] or None), attrs=(row[2] or None),
+                              conditions=conditions))
     if not regions:
         raise FacediffError("paint at least one region on the canvas (each colour is one region)")
     back = Region(name="background", prompt=background[0] or None, attrs=background[1] or None)
     return Layout(width=width, height=height, regions=regions, background=back, steps=steps, sampler=sampler,
                   guidance=guidance, seed=seed, bootstrap=bootstrap)
+
+
+IMAGE_CONTROLS = ("drawing", "paint", "image")  # ui_control kinds whose value is an image file
+
+
+def _saved_uploads(files, folder: Path, server) -> dict[str, str]:
+    """Uploaded region files (checked as images under the server's limits) -> {their file name: a PNG copy in
+    ``folder``, named by content so that the request names a file that stays}."""
+    from PIL import Image
+
+    from facediff.ui.limits import read_upload
+
+    import hashlib
+
+    out = {}
+    for path in files or []:
+        name = Path(path).name
+        rgba = read_upload(path, server.limits, what=f"region file {name}")
+        copy = folder / f"upload-{hashlib.sha256(rgba.tobytes()).hexdigest()[:12]}.png"
+        folder.mkdir(parents=True, exist_ok=True)
+        alpha = rgba[..., 3:].astype(np.float32) / 255.0  # transparent is white paper (as the sketch pad's is)
+        rgb = (rgba[..., :3] * alpha + 255.0 * (1.0 - alpha)).round().astype(np.uint8)
+        Image.fromarray(rgb, "RGB").save(copy)
+        out[name] = str(copy)
+    return out
 
 
 def _rows(table) -> list[list]:
@@ -106,10 +157,13 @@ def compose_tab(gr, server, state) -> None:
             mode = gr.Radio(["regions", "panorama"], value="regions", label="Mode", elem_id="fd-c-mode")
             canvas = gr.ImageEditor(label="Regions: paint each region in its own colour", canvas_size=(768, 256),
                                     brush=brush, format="png", type="numpy", elem_id="fd-c-canvas")
-            table = gr.Dataframe(headers=["region", "prompt", "attributes"], elem_id="fd-c-table",
-                                 value=[[name, "", ""] for name, _ in REGION_COLOURS], column_count=(3, "fixed"),
+            table = gr.Dataframe(headers=["region", "prompt", "attributes", "sketch / mask"], elem_id="fd-c-table",
+                                 value=[[name, "", "", ""] for name, _ in REGION_COLOURS], column_count=(4, "fixed"),
                                  row_count=(len(REGION_COLOURS), "fixed"), interactive=True,
-                                 label="Each region's prompt (text models) or attributes (e.g. smiling=5,age=1)")
+                                 label="Each region's prompt (text models), attributes (e.g. smiling=5,age=1) and "
+                                       "sketch or mask (the name of a file uploaded below; KIND=FILE to choose)")
+            region_files = gr.File(label="Sketches / masks for the regions (PNG, JPEG, WebP)", file_count="multiple",
+                                   file_types=["image"], type="filepath", elem_id="fd-c-files")
             with gr.Row():
                 bg_prompt = gr.Textbox(label="Background prompt", elem_id="fd-c-bg")
                 bg_attrs = gr.Textbox(label="Background attributes", elem_id="fd-c-bg-attrs")
@@ -133,7 +187,7 @@ def compose_tab(gr, server, state) -> None:
             masks_view = gr.Image(label="Regions over the result", interactive=False, format="png")
     stop.click(lambda s: s.stop.set(), inputs=[state], queue=False)
 
-    def run(model_path, mode_name, editor, rows, bgp, bga, w, h, circ, smp, n_steps, g, sd, boot, session,
+    def run(model_path, mode_name, editor, rows, files, bgp, bga, w, h, circ, smp, n_steps, g, sd, boot, session,
             progress=gr.Progress()):
         try:
             pipe = server.pipe(model_path)
@@ -143,9 +197,11 @@ def compose_tab(gr, server, state) -> None:
                 req, runtime = make_request("panorama", None, dict(common, width=w, height=h, circular=bool(circ),
                                                                    prompt=bgp or None, attrs=bga or None))
             else:
+                folder = session.folder(server.out_dir) / "inputs"
                 layout = build_layout(region_masks(editor, w, h), rows, (bgp, bga), width=w, height=h,
-                                      folder=session.folder(server.out_dir) / "inputs", steps=int(n_steps),
-                                      sampler=smp, guidance=float(g), seed=int(sd), bootstrap=float(boot))
+                                      folder=folder, steps=int(n_steps), sampler=smp, guidance=float(g),
+                                      seed=int(sd), bootstrap=float(boot), uploads=_saved_uploads(files, folder, server),
+                                      image_kinds=[k for k, c in controls_of(pipe) if c["control"] in IMAGE_CONTROLS])
                 req, runtime = make_request("compose", None, dict(common, layout=layout, bootstrap=float(boot)))
         except FacediffError as e:
             yield gr.update(), f"**Error:** {e}", gr.update(), gr.update()
@@ -157,7 +213,7 @@ def compose_tab(gr, server, state) -> None:
             else:
                 yield image, text, gr.update(), gr.update()
 
-    go.click(run, inputs=[model, mode, canvas, table, bg_prompt, bg_attrs, width, height, circular, sampler, steps,
+    go.click(run, inputs=[model, mode, canvas, table, region_files, bg_prompt, bg_attrs, width, height, circular, sampler, steps,
                           guidance, seed, bootstrap, state],
              outputs=[preview, status, result, masks_view], api_name="compose", concurrency_id="generate",
              concurrency_limit=server.limits.concurrency)
