@@ -93,3 +93,26 @@ def test_eval_of_sketch_ldm_measures_sketch_fidelity(ldm_run, synth16, tmp_path)
     res = api.evaluate(ldm_run, synth16, metrics="fd,sketch", n=8, steps=2)
     assert 0 <= res["sketch"]["edge_f1"] <= 1
     assert res["floor_real_vs_real"]["sketch"]["edge_f1"] == pytest.approx(1.0)
+
+
+def test_the_bundled_sketch_model_is_picked_for_a_sketch(synth16, tmp_path):
+    """Without --model, `facediff sample --sketch FILE` runs the bundled sketch model and names it in the output
+    and the PNG; the sketch steers the face (two sketches, same seed: different images)."""
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from facediff.cli.main import app
+    from facediff.data.prepared import PreparedDataset
+    from facediff.request import Request
+
+    sketches = PreparedDataset(synth16).sketches([0, 1])
+    outs = []
+    for i, sk in enumerate(sketches):
+        Image.fromarray(np.asarray(sk).squeeze()).resize((64, 64)).save(tmp_path / f"s{i}.png")
+        res = CliRunner().invoke(app, ["sample", "--sketch", str(tmp_path / f"s{i}.png"), "--n", "1", "--steps", "2",
+                                       "--out", str(tmp_path / f"f{i}.png")])
+        assert res.exit_code == 0, res.output
+        assert "sketch_model" in res.output
+        assert Request.from_png(tmp_path / f"f{i}.png").model_name == "sketch_model"
+        outs.append(np.asarray(Image.open(tmp_path / f"f{i}.png"), np.float32))
+    assert np.abs(outs[0] - outs[1]).mean() > 1.0

@@ -163,13 +163,16 @@ def load_model(model: str | Path | None, device: str = "auto", *, text: bool = F
 
 def _load(req: Request, *, text: bool):
     """The request's model; without one, the bundled model that takes the conditions given by kind name
-    (``--cond``), else the bundled text model for a prompt, else the bundled attribute model. The output
+    (``--cond``, ``--sketch``), else the bundled text model for a prompt, else the bundled attribute model. The output
     names the model chosen (``model_name`` in the result and the PNG)."""
+    from facediff.conditioning.conditioner import LEGACY_NAMES
+
     model = req.model
-    if model is None and req.conditions and not text:
+    kinds = set(req.conditions or {}) | ({LEGACY_NAMES["sketch"]} if req.sketch is not None else set())
+    if model is None and kinds and not text:
         from facediff.pipelines.load import bundled_for
 
-        chosen = bundled_for(set(req.conditions))
+        chosen = bundled_for(kinds)
         model = str(chosen) if chosen is not None else None
     return load_model(model, req.device, text=text, lora=req.lora, lora_scale=req.lora_scale)
 
