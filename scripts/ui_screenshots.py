@@ -78,11 +78,15 @@ def main() -> None:
         page.get_by_role("tab", name="Sketch").click()
         from facediff.data.synth import write_synth
 
-        photo_dir = write_synth(Path(tempfile.mkdtemp()) / "photo", n=1, size=64, style="human", seed=3)
+        # a 64 px face whose extracted sketch has its outline (the extractor works at the models' resolution)
+        photo_dir = write_synth(Path(tempfile.mkdtemp()) / "photo", n=1, size=64, style="human", seed=6)
         photo = Path(tempfile.mkdtemp()) / "photo.png"
-        Image.fromarray(np.kron(np.load(photo_dir / "images.npy")[0], np.ones((4, 4, 1), np.uint8))).save(photo)
+        Image.fromarray(np.load(photo_dir / "images.npy")[0]).save(photo)
         page.set_input_files("#fd-s-photo input[type=file]", str(photo))
         page.wait_for_timeout(4000)
+        page.click("#fd-s-go")  # the bundled sketch model, four faces from the extracted sketch
+        _wait(page, "fd-s-status", "done", 240)
+        page.wait_for_timeout(1000)
         page.screenshot(path=str(out / "sketch.png"))
         page.get_by_role("tab", name="Evaluate").click()
         if a.models_dir:

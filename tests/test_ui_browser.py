@@ -148,7 +148,7 @@ def test_compose_two_painted_regions(chromium, app_url, tmp_path):
     page.set_input_files("#fd-c-canvas input[type=file]", str(tmp_path / "regions.png"))
     page.wait_for_timeout(1500)
     page.locator("#fd-c-go").click()
-    page.wait_for_function("document.querySelector('#fd-c-status').innerText.startsWith('done')", timeout=180000)
+    page.wait_for_function("document.querySelector('#fd-c-status').innerText.startsWith('done')", timeout=300000)
     src = page.get_attribute("#fd-c-result img", "src")
     (tmp_path / "out.png").write_bytes(page.request.get(src).body())
     from facediff.request import Request
