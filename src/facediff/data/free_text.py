@@ -85,7 +85,7 @@ def _subject(label: dict, rng: np.random.Generator, name_age: bool) -> str:
     return ("an " if noun[0] in "aeiou" else "a ") + noun
 
 
-def _hair(label: dict, rng: np.random.Generator, length: bool, colour: bool) -> list[str]:
+def _hair(label: dict, length: bool, colour: bool) -> list[str]:
     """Hair facts as phrases: 'long blue hair' / 'blue-haired' (phrase) or separate tags."""
     col = label["hair_colour"]
     if col == "grey" and int(label["attributes"]["age"]) == 4:
@@ -119,7 +119,7 @@ def _listing(parts: list[str], rng: np.random.Generator) -> str:
 
 def _phrase(label: dict, rng: np.random.Generator) -> str:
     named, phrases = _facts(label, rng, 0.6)
-    parts = _hair(label, rng, named["length"], named["colour"]) + phrases
+    parts = _hair(label, named["length"], named["colour"]) + phrases
     parts = [parts[i] for i in rng.permutation(len(parts))]
     nouns = [p for p in parts if not _STANDALONE.search(p)]
     alone = [p for p in parts if _STANDALONE.search(p)]
@@ -135,7 +135,7 @@ def _tags(label: dict, rng: np.random.Generator) -> str:
         _subject(label, rng, True).split(" ", 1)[1]
     tags = [who] + (["solo"] if rng.random() < 0.3 else []) + [_bare(p) for p in phrases]
     tags += [f"{label['hair_length']} hair"] if named["length"] else []
-    tags += _hair(label, rng, False, named["colour"])
+    tags += _hair(label, False, named["colour"])
     tags += [_pick(rng, _STYLE_TAGS[label["style"]])] if named["style"] else []
     if named["age"] and who.startswith("1"):
         tags.append(_subject(label, rng, True).split(" ", 1)[1])
@@ -149,7 +149,7 @@ def _words(label: dict, rng: np.random.Generator) -> str:
     out = [_subject(label, rng, bool(rng.random() < 0.5)).split(" ", 1)[1]]
     for f in chosen:
         if f == "colour":
-            out += _hair(label, rng, False, True)
+            out += _hair(label, False, True)
         elif f == "style":
             out.append(_pick(rng, _STYLE_TAGS[label["style"]]))
         else:

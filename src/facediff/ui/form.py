@@ -54,6 +54,12 @@ def assign(controls: list[tuple[str, dict[str, Any]]]) -> list[Slot]:
     return slots
 
 
+def on_white_paper(rgba: np.ndarray) -> np.ndarray:
+    """(H, W, 4) uint8 -> (H, W, 3) float: transparent is white paper (a sketch pad's, an uploaded sketch's)."""
+    a = rgba[..., 3:4] / 255.0
+    return rgba[..., :3] * a + 255 * (1 - a)
+
+
 def save_drawing(image: Any, folder: str | Path, paper: bool) -> str | None:
     """A drawn canvas (gradio ImageEditor value, or an RGBA array) -> a PNG in ``folder`` (named by its content,
     so the request can name it), or None when nothing is drawn. ``paper``: transparent is white paper (a
@@ -76,9 +82,7 @@ def save_drawing(image: Any, folder: str | Path, paper: bool) -> str | None:
     if not drawn.any():
         return None
     if paper:  # ink over white paper, grey
-        a = rgba[..., 3:4] / 255.0
-        rgb = rgba[..., :3] * a + 255 * (1 - a)
-        out = Image.fromarray(rgb.mean(-1).round().astype(np.uint8), "L")
+        out = Image.fromarray(on_white_paper(rgba).mean(-1).round().astype(np.uint8), "L")
     else:
         out = Image.fromarray(rgba, "RGBA")
     folder = Path(folder)

@@ -15,7 +15,7 @@ import numpy as np
 
 from facediff.errors import FacediffError
 from facediff.registry import SAMPLERS
-from facediff.ui.form import assign, save_drawing
+from facediff.ui.form import assign, on_white_paper, save_drawing
 from facediff.ui.models import controls_of
 
 # region colours (name, RGB): what the brush offers and how a painted pixel is read back
@@ -114,9 +114,7 @@ def _saved_uploads(files, folder: Path, server) -> dict[str, str]:
         rgba = read_upload(path, server.limits, what=f"region file {name}")
         copy = folder / f"upload-{hashlib.sha256(rgba.tobytes()).hexdigest()[:12]}.png"
         folder.mkdir(parents=True, exist_ok=True)
-        alpha = rgba[..., 3:].astype(np.float32) / 255.0  # transparent is white paper (as the sketch pad's is)
-        rgb = (rgba[..., :3] * alpha + 255.0 * (1.0 - alpha)).round().astype(np.uint8)
-        Image.fromarray(rgb, "RGB").save(copy)
+        Image.fromarray(on_white_paper(rgba).round().astype(np.uint8), "RGB").save(copy)
         out[name] = str(copy)
     return out
 
