@@ -20,6 +20,8 @@ from pathlib import Path
 
 import torch
 
+PIXEL32 = Path(__file__).resolve().parent.parent / "tests" / "data" / "pixel32_model"  # the former default
+
 WIDTHS = (32, 64, 96, 128)
 REGIONS = (1, 2, 4)
 
@@ -28,7 +30,7 @@ def build(width: int, regions: int, n: int):
     from facediff.pipelines.compose import Layout, Region
     from facediff.pipelines.load import load_pipeline
 
-    pipe = load_pipeline(None)
+    pipe = load_pipeline(PIXEL32)  # the 32 px pixel model its numbers were measured on
     strip = width / regions
     layout = Layout(width=width, height=32, stride=16, bootstrap=0.0, regions=[
         Region(box=(round(i * strip), 0, round((i + 1) * strip), 32), attrs={"smiling": 5 * (i % 2)})

@@ -33,6 +33,8 @@ from pathlib import Path
 import torch
 from diffusers import DDPMPipeline, DDPMScheduler, DPMSolverMultistepScheduler, LDMPipeline, UNet2DModel
 
+PIXEL32 = Path(__file__).resolve().parent.parent / "tests" / "data" / "pixel32_model"  # the former default
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -135,7 +137,7 @@ def latent_arms(n: int, steps: int):
 def cfg_arms(n: int, steps: int):
     from facediff.pipelines.load import load_pipeline
 
-    pipe = load_pipeline(None)
+    pipe = load_pipeline(PIXEL32)  # the 32 px pixel model its numbers were measured on
     calls = {"forwards": 0}
     pipe.unet.register_forward_hook(lambda *_: calls.__setitem__("forwards", calls["forwards"] + 1))
     conds = [{"smiling": 2, "eyeglasses": 1}] * n

@@ -67,10 +67,15 @@ def main() -> None:
         regions = Path(tempfile.mkdtemp()) / "regions.png"
         Image.fromarray(canvas, "RGBA").save(regions)
         page.set_input_files("#fd-c-canvas input[type=file]", str(regions))
-        page.wait_for_timeout(1500)
-        page.click("#fd-c-go")
         try:
-            _wait(page, "fd-c-status", "done", 240)
+            for _ in range(5):  # the editor may not hold the upload yet under load: it says so, and we click again
+                page.wait_for_timeout(1500)
+                page.click("#fd-c-go")
+                page.wait_for_function("(t => t.startsWith('done') || t.includes('paint at least one region'))"
+                                       "(document.querySelector('#fd-c-status').innerText)", timeout=240000)
+                if page.inner_text("#fd-c-status").startswith("done"):
+                    break
+            _wait(page, "fd-c-status", "done", 10)
         finally:
             page.screenshot(path=str(out / "compose.png"), full_page=True)
         page.wait_for_timeout(1000)

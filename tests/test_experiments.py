@@ -19,6 +19,8 @@ EXPECTED = {
     "sampler-sweep": (10, ["seed 002 (paper): ancestral DDPM", "| ddpm | 100 |", "| dpmpp | 20 |"]),
     "oracle": (5, ["seed 002 (CelebA-Dialog, paper)", "82.85 %"]),
     "seed000": (3, ["seed 000 (Danbooru faces, paper)", "25.31", "sketch fidelity: edge F1"]),
+    "sweep-isolation": (5, ["| smiling |", "eyeglasses changes", "Target <= 3%"]),
+    "default-models": (4, ["| default_model | attr-64 |", "| compose_model | compose-64 |", "sketch edge F1", "parsing mIoU", "<= 1.3x the floor"]),
 }
 
 
@@ -98,7 +100,10 @@ def test_recipe_writes_its_table(name, tmp_path, tiny_model, monkeypatch):
     html = (tmp_path / name / "report.html").read_text()
     if name != "oracle":  # sample grids are embedded
         assert "data:image/png;base64" in html
-        assert all(a["metrics"]["fd_oracle"] is not None for a in saved["arms"] if not a.get("error"))
+        if name == "sweep-isolation":  # leakage shares, not FD
+            assert all(0 <= v <= 1 for a in saved["arms"] for row in a["metrics"]["leakage"].values() for v in row)
+        else:
+            assert all(a["metrics"]["fd_oracle"] is not None for a in saved["arms"] if not a.get("error"))
     if name == "seed002-grid":
         assert {(a["GA"], a["T"], a["min_snr"], a["channels"]) for a in saved["arms"]}.__len__() == 16
         assert set(saved["best"]) >= {"FID", "MTCNN", "Att. estimator"}
@@ -113,3 +118,46 @@ def test_unknown_experiment_and_bad_arguments(tmp_path):
         run_experiment("seed002-grid", tmp_path, size=48)
     with pytest.raises(FacediffError, match="trains its own models"):
         run_experiment("seed002-grid", tmp_path, model="runs/x")
+
+
+def test_sweep_leakage_counts_only_changes_caused_by_the_swept_attribute(monkeypatch):
+    """A fake model draws the requested levels into the pixels; a fake oracle reads them back, except that it
+    reads beard one level up whenever smiling is 5: exactly that cell leaks, in one level of six."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from facediff.experiments import sweep_isolation
+
+    names = ("bangs", "eyeglasses", "beard", "smiling", "age")
+
+    class FakePipe:
+        attributes, num_levels, conditional = names, 6, True
+
+        def __call__(self, seeds, attrs, steps, guidance, progress=None):
+            img = np.zeros((len(attrs), 8, 8, 3), np.uint8)
+            for k, c in enumerate(attrs):
+                img[k, 0, :len(names), 0] = [c[a] for a in names]
+            return SimpleNamespace(images=img)
+
+    class FakeOracle:
+        def predict(self, images):
+            out = {a: images[:, 0, j, 0].astype(np.int64) for j, a in enumerate(names)}
+            out["beard"] = np.where(out["smiling"] == 5, (out["beard"] + 1) % 6, out["beard"])
+            return out
+
+    monkeypatch.setattr("facediff.metrics.features.OracleFeatures", FakeOracle)
+    monkeypatch.setattr("facediff.pipelines.load.resolve_guidance", lambda pipe, g: 3.0)
+    from facediff.conditioning.attributes import attribute_sweep
+
+    seeds = list(range(16))
+    res = sweep_isolation.sweep_leakage(FakePipe(), seeds, steps=1, guidance=None)
+    p5 = np.mean([attribute_sweep(names, 6, s)[0][0]["smiling"] == 5 for s in seeds])  # base smiling = 5
+    # seeds whose base smiling is not 5 change their beard reading at smiling = 5; those whose base is 5, at
+    # every other level
+    assert res["leakage"]["smiling"]["beard"] == pytest.approx([p5] * 5 + [1 - p5])
+    others = [v for a, row in res["leakage"].items() for b, vals in row.items() for v in vals
+              if (a, b) != ("smiling", "beard")]
+    assert max(others) == 0.0 and res["worst"] == max(p5, 1 - p5) and not res["met"]
+    assert res["own_accuracy"]["beard"] == pytest.approx(1 - p5)  # beard's own row misread at base smiling 5
+    assert all(res["own_accuracy"][a] == 1.0 for a in names if a != "beard")

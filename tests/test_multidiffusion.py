@@ -411,3 +411,28 @@ def test_seed001_recipe_scores_regions_and_leakage(tmp_path, tiny_run, monkeypat
     conds = [[{"smiling": 5}, {"smiling": 0}, {"smiling": 0}, {"smiling": 5}]]
     s = _score({"smiling": np.array([0, 0, 0, 5])}, conds, ("smiling",))
     assert s["accuracy"] == 0.75 and s["leak_pairs"] == 8 and s["leakage"] == 2 / 8
+
+
+def test_seam_ratio_sees_hard_cuts_at_window_borders_only():
+    from facediff.metrics.image import seam_ratio
+
+    rng = np.random.default_rng(0)
+    smooth = np.cumsum(rng.normal(0, 2, (2, 32, 32, 3)), axis=2).clip(-60, 60) + 128  # a random-walk texture
+    assert 0.7 < seam_ratio(smooth.astype(np.uint8), 8) < 1.3
+    cut = smooth.copy()
+    cut[:, :, 16:] += 60  # a hard edge between columns 15 and 16
+    assert seam_ratio(cut.astype(np.uint8), 16) > 3 * seam_ratio(smooth.astype(np.uint8), 16)
+    assert seam_ratio(cut.astype(np.uint8), 16) > 2 * seam_ratio(cut.astype(np.uint8), 12)  # 12: not at the cut
+    with pytest.raises(FacediffError, match="no window border"):
+        seam_ratio(smooth.astype(np.uint8), 40)
+
+
+def test_seam_ratio_can_leave_out_the_borders_between_regions():
+    from facediff.metrics.image import seam_ratio
+
+    rng = np.random.default_rng(1)
+    smooth = (np.cumsum(rng.normal(0, 2, (2, 32, 32, 3)), axis=2).clip(-60, 60) + 128)
+    smooth[:, :, 16:] += 60  # the cut between two regions, at x = 16
+    img = smooth.clip(0, 255).astype(np.uint8)
+    assert seam_ratio(img, 8) > 1.5  # the cut is one of the window borders
+    assert seam_ratio(img, 8, skip_every=16) < 1.3  # the borders within the regions are smooth

@@ -1,4 +1,5 @@
-"""FacediffPipeline: the bundled model gives the same images as before the redesign, old export folders load,
+"""FacediffPipeline: the 32 px pixel model (the bundled default until the 64 px latent model replaced it, kept as a
+test fixture) gives the same images as before the redesign, old export folders load,
 per-step callback, interrupt, progress totals, plain-diffusers round trips, one-line errors on foreign folders."""
 from __future__ import annotations
 
@@ -13,9 +14,10 @@ from PIL import Image
 
 from facediff.errors import FacediffError
 from facediff.pipelines.facediff import FacediffPipeline
-from facediff.pipelines.load import DEFAULT_MODEL_DIR, load_pipeline, save_pipeline
+from facediff.pipelines.load import load_pipeline, save_pipeline
 
 DATA = Path(__file__).resolve().parent / "data"
+PIXEL32_MODEL = DATA / "pixel32_model"  # the 32 px pixel DDPM that was bundled before the 64 px latent model
 
 
 def _as_255(images: torch.Tensor) -> np.ndarray:
@@ -25,8 +27,8 @@ def _as_255(images: torch.Tensor) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def bundled() -> FacediffPipeline:
-    return load_pipeline(None)
+def pixel32() -> FacediffPipeline:
+    return load_pipeline(PIXEL32_MODEL)
 
 
 # The reference PNGs were written by the code before the pipeline redesign (commit 86b25ac, api.sample with the
@@ -37,14 +39,14 @@ def bundled() -> FacediffPipeline:
     ("default_model_ddim8_seed3_attrscales.png", dict(n=2, attrs={"smiling": 5}, attr_scales={"smiling": 4, "age": 2},
                                                       guidance=2.0, sampler="ddim", steps=8, seed=3)),
 ])
-def test_bundled_model_reproduces_the_images_from_before_the_redesign(bundled, png, kwargs):
+def test_pixel_model_reproduces_the_images_from_before_the_redesign(pixel32, png, kwargs):
     ref = np.asarray(Image.open(DATA / png)).astype(np.float32)
-    out = bundled(output_type="pt", **kwargs).images
+    out = pixel32(output_type="pt", **kwargs).images
     assert np.abs(_as_255(out) - ref).max() <= 1.0  # 1/255: the reference was rounded to uint8
 
 
 def _write_legacy(src: Path, dst: Path) -> Path:
-    """The bundled model written in the facediff-export/1 format (facediff.json + unet/ + scheduler/)."""
+    """The pixel model written in the facediff-export/1 format (facediff.json + unet/ + scheduler/)."""
     dst.mkdir(parents=True)
     shutil.copytree(src / "unet", dst / "unet")
     shutil.copytree(src / "scheduler", dst / "scheduler")
@@ -55,11 +57,11 @@ def _write_legacy(src: Path, dst: Path) -> Path:
     return dst
 
 
-def test_legacy_export_loads_and_converts(bundled, tmp_path):
-    old = load_pipeline(_write_legacy(DEFAULT_MODEL_DIR, tmp_path / "old"))
-    assert old.attributes == bundled.attributes and old.num_levels == 6 and not old.is_latent
+def test_legacy_export_loads_and_converts(pixel32, tmp_path):
+    old = load_pipeline(_write_legacy(PIXEL32_MODEL, tmp_path / "old"))
+    assert old.attributes == pixel32.attributes and old.num_levels == 6 and not old.is_latent
     a = old(2, attrs={"age": 5}, steps=3, output_type="pt").images
-    b = bundled(2, attrs={"age": 5}, steps=3, output_type="pt").images
+    b = pixel32(2, attrs={"age": 5}, steps=3, output_type="pt").images
     torch.testing.assert_close(a, b, atol=0, rtol=0)
     from typer.testing import CliRunner
 
@@ -73,7 +75,7 @@ def test_legacy_export_loads_and_converts(bundled, tmp_path):
     torch.testing.assert_close(load_pipeline(new)(2, attrs={"age": 5}, steps=3, output_type="pt").images, b)
 
 
-def test_callback_interrupt_and_progress(bundled):
+def test_callback_interrupt_and_progress(pixel32):
     seen, progress = [], []
 
     def stop_after_two(pipe, step_index, timestep, tensors):  # diffusers' callback_on_step_end signature
@@ -81,29 +83,29 @@ def test_callback_interrupt_and_progress(bundled):
         if step_index == 1:
             pipe.interrupt = True
 
-    out = bundled(3, steps=6, callback_on_step_end=stop_after_two,
+    out = pixel32(3, steps=6, callback_on_step_end=stop_after_two,
                   progress=lambda task, d, t, **info: progress.append((task, d, t)))
     assert out.interrupted and [s[0] for s in seen] == [0, 1] and seen[0][2:] == (6, (3, 3, 32, 32))
     assert seen[0][1] == 999 and seen[1][1] < 999  # trailing spacing: the first step is t = T - 1
     assert progress == [("sample", 1, 6), ("sample", 2, 6)]
-    assert not bundled(1, steps=2).interrupted  # the flag is reset by the next call
+    assert not pixel32(1, steps=2).interrupted  # the flag is reset by the next call
 
 
-def test_progress_total_counts_every_network_call(bundled):
+def test_progress_total_counts_every_network_call(pixel32):
     """Heun makes 2 * steps - 2 network calls; progress ends exactly at its total, over every chunk."""
     calls = []
-    bundled.network_evaluations = 0
-    bundled(3, steps=4, sampler="heun", batch_size=2, progress=lambda task, d, t, **i: calls.append((d, t)))
+    pixel32.network_evaluations = 0
+    pixel32(3, steps=4, sampler="heun", batch_size=2, progress=lambda task, d, t, **i: calls.append((d, t)))
     assert calls[-1] == (12, 12) and [d for d, _ in calls] == list(range(1, 13))  # 2 chunks x (2 * 4 - 2)
-    assert bundled.network_evaluations == 12
+    assert pixel32.network_evaluations == 12
 
 
-def test_callback_can_replace_latents(bundled):
+def test_callback_can_replace_latents(pixel32):
     def zero(pipe, step_index, timestep, tensors):
         last = step_index == pipe.num_timesteps - 1
         return {"latents": torch.zeros_like(tensors["latents"])} if last else None
 
-    out = bundled(1, steps=2, callback_on_step_end=zero, output_type="pt").images
+    out = pixel32(1, steps=2, callback_on_step_end=zero, output_type="pt").images
     assert torch.equal(out, torch.zeros_like(out))
 
 
@@ -129,7 +131,7 @@ def test_foreign_and_damaged_folders_are_one_line_errors(tmp_path):
     with pytest.raises(FacediffError, match="an autoencoder, not a diffusion model"):
         load_pipeline(ae)
     bad = tmp_path / "bad"
-    shutil.copytree(DEFAULT_MODEL_DIR, bad)
+    shutil.copytree(PIXEL32_MODEL, bad)
     (bad / "unet" / "diffusion_pytorch_model.safetensors").rename(bad / "unet" / "diffusion_pytorch_model.bin")
     with pytest.raises(FacediffError, match="safetensors only"):
         load_pipeline(bad)
@@ -163,4 +165,4 @@ def test_sample_on_device_cpu_equals_auto_on_a_cpu_machine(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     kw = dict(n=2, steps=3, seed=5, attrs="smiling=5")
     cpu, auto = api.sample(device="cpu", **kw)["images"], api.sample(device="auto", **kw)["images"]
-    assert cpu.shape == (2, 32, 32, 3) and np.array_equal(cpu, auto)
+    assert cpu.shape == (2, 64, 64, 3) and np.array_equal(cpu, auto)  # the bundled 64 px default

@@ -206,5 +206,7 @@ def test_guidance_default_is_the_models_own(tiny_run, tmp_path):
     (model / "sampling_defaults.json").write_text('{"guidance": "strong"}')
     with pytest.raises(FacediffError, match="guidance = 'strong'"):
         api.sample(str(model), n=1, steps=2)
-    for bundled in (DEFAULT_MODEL_DIR, DEFAULT_TEXT_MODEL_DIR):  # measured: docs/results/guidance-sweep.json
-        assert sampling_defaults(bundled)["guidance"] == 3.0 and "measured" in sampling_defaults(bundled)
+    for bundled in (DEFAULT_MODEL_DIR, DEFAULT_TEXT_MODEL_DIR):  # each states its measured best scale
+        defaults = sampling_defaults(bundled)
+        assert defaults["guidance"] > 1.0 and defaults["measured"]
+    assert api.sample(None, n=1, steps=1)["request"].guidance == sampling_defaults(DEFAULT_MODEL_DIR)["guidance"]

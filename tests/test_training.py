@@ -49,6 +49,39 @@ def test_resume_reproduces_uninterrupted_losses(tmp_path, synth16):
         assert la == pytest.approx(lb, rel=1e-5, abs=1e-6)
 
 
+def test_compact_checkpoint_carries_a_run_to_another_directory(tmp_path, synth16):
+    """bf16 weights + EMA, no optimizer: small enough to commit; --resume in a copy continues the run from that
+    step with those weights (rounded to bf16) and a fresh optimizer."""
+    from safetensors.torch import load_file
+
+    from facediff.training.checkpoint import compact_checkpoint
+
+    common = [f"data.path={synth16}", "train.log_every=1", "train.checkpoint_every=3", "train.batch_size=8",
+              "train.warmup_steps=0", "train.lr=5e-3"]  # no warm-up: three steps move the weights visibly
+    run = tmp_path / "run"
+    api.train("ddpm", TINY, run, overrides=common + ["train.max_steps=3"])
+    full = latest_checkpoint(run)
+    packed = compact_checkpoint(run, tmp_path / "packed")
+    assert not (packed / "optimizer.safetensors").exists()
+    assert sum(f.stat().st_size for f in packed.iterdir()) < 0.4 * sum(f.stat().st_size for f in full.iterdir())
+    weights = load_file(str(packed / "model.safetensors"))
+    assert all(v.dtype == torch.bfloat16 for v in weights.values() if v.is_floating_point())
+    moved = tmp_path / "elsewhere"
+    shutil.copytree(tmp_path / "packed", moved)
+    assert latest_checkpoint(moved) == moved / "state" / full.name  # its manifest verifies
+    api.train("ddpm", None, moved, overrides=["train.max_steps=5"], resume=True)
+    assert [st for st, _ in _losses(moved)] == [1, 2, 3, 4, 5]  # the log carried over, continued at step 4
+    # the weights the resumed run started from: the step-3 weights rounded to bf16, nothing else
+    trained = load_file(str(full / "model.safetensors"))
+    assert all(torch.equal(weights[k].float(), v.bfloat16().float()) for k, v in trained.items())
+    straight = tmp_path / "straight"
+    api.train("ddpm", TINY, straight, overrides=common + ["train.max_steps=4"])
+    # step 4's loss is taken before its update: the step-3 weights (bf16-rounded) on step 4's batch
+    assert _losses(moved)[3][1] == pytest.approx(_losses(straight)[3][1], rel=2e-2)
+    with pytest.raises(FacediffError, match="exists; remove it first"):
+        compact_checkpoint(run, tmp_path / "packed")
+
+
 def test_interrupted_checkpoint_leaves_previous_loadable(tiny_run, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)

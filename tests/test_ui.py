@@ -229,3 +229,13 @@ def test_launch_binds_localhost_by_default(tiny_run, tmp_path):
         assert demo.server_name == "127.0.0.1"
     finally:
         demo.close()
+
+
+def test_compose_tab_starts_on_the_model_that_knows_where_faces_are():
+    from facediff.ui.models import ModelChoice, compose_choice
+
+    bundled = [ModelChoice("bundled: default model", "/a/default_model"),
+               ModelChoice("bundled: compose model", "/a/compose_model")]
+    assert compose_choice(bundled) == "/a/compose_model"
+    assert compose_choice([ModelChoice("mine (--model)", "/r/mine"), *bundled]) == "/r/mine"
+    assert compose_choice(bundled[:1]) == "/a/default_model"

@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 
 from facediff.errors import FacediffError
-from facediff.pipelines.load import DEFAULT_MODEL_DIR, load_pipeline
+from facediff.pipelines.load import load_pipeline
+
+PIXEL32_MODEL = Path(__file__).resolve().parent / "data" / "pixel32_model"  # a real export (the former 32 px default)
 
 
 class _Payload:
@@ -45,7 +47,7 @@ def marker(tmp_path) -> Path:
 
 def test_pipeline_with_pickled_unet(tmp_path, marker):
     bad = tmp_path / "export"
-    shutil.copytree(DEFAULT_MODEL_DIR, bad)
+    shutil.copytree(PIXEL32_MODEL, bad)
     (bad / "unet" / "diffusion_pytorch_model.safetensors").unlink()
     _plant(bad / "unet" / "diffusion_pytorch_model.bin", marker)
     with pytest.raises(FacediffError) as e:
@@ -55,9 +57,9 @@ def test_pipeline_with_pickled_unet(tmp_path, marker):
 
 def test_legacy_export_with_pickled_unet(tmp_path, marker):
     old = tmp_path / "old"
-    shutil.copytree(DEFAULT_MODEL_DIR / "scheduler", old / "scheduler")
+    shutil.copytree(PIXEL32_MODEL / "scheduler", old / "scheduler")
     (old / "unet").mkdir(parents=True)
-    shutil.copy(DEFAULT_MODEL_DIR / "unet" / "config.json", old / "unet" / "config.json")
+    shutil.copy(PIXEL32_MODEL / "unet" / "config.json", old / "unet" / "config.json")
     _plant(old / "unet" / "diffusion_pytorch_model.bin", marker)
     (old / "facediff.json").write_text(json.dumps({"format": "facediff-export/1", "kind": "ddpm",
                                                    "conditioning": "attributes",
@@ -101,7 +103,7 @@ def test_ldm_training_on_a_pickled_autoencoder(tmp_path, marker, synth16):
 
 def test_latent_pipeline_with_pickled_vae(tmp_path, marker):
     bad = tmp_path / "export"
-    shutil.copytree(DEFAULT_MODEL_DIR, bad)
+    shutil.copytree(PIXEL32_MODEL, bad)
     _vae_folder(bad, marker)
     index = json.loads((bad / "model_index.json").read_text())
     index["vae"] = ["diffusers", "VQModel"]

@@ -23,11 +23,12 @@ from facediff.request import Request
 
 # ----------------------------------------------------------------------------------------------- data
 def synth(out: str | Path, *, n: int = 1024, size: int = 64, style: str = "human", seed: int = 0,
-          overwrite: bool = False, progress: Progress | None = None) -> Path:
-    """Render SynthFaces into a prepared data set directory."""
-    from facediff.data.synth import write_synth
+          layout: str = "faces", overwrite: bool = False, progress: Progress | None = None) -> Path:
+    """Render SynthFaces into a prepared data set directory (``layout`` "scenes": also off-centre faces,
+    groups of small faces and background-only images, for composition)."""
+    from facediff.data.synth_scene import write_synth_layout
 
-    return write_synth(out, n=n, size=size, style=style, seed=seed, overwrite=overwrite,
+    return write_synth_layout(out, n=n, size=size, style=style, seed=seed, layout=layout, overwrite=overwrite,
                        progress=lambda d, t: report(progress, "synth", d, t))
 
 

@@ -53,6 +53,7 @@ class DataConfig(_Checked):
     synth_n: int = 4096  # SynthFaces: number of images rendered when path == ""
     synth_style: str = "human"  # SynthFaces style: human | anime | mixed
     synth_seed: int = 0  # SynthFaces seed (the same seed + index always gives the same face)
+    synth_layout: str = "faces"  # SynthFaces layout: faces (one centred face) | scenes (+ off-centre, groups, background)
     size: int = 32  # image side in pixels fed to the model
     split: str = "train"  # split of labels.jsonl to train on ("" = all rows)
     hflip: bool = True  # random horizontal flip augmentation

@@ -146,7 +146,8 @@ def _nonempty(v: tuple[str, ...]) -> str | None:
 _POS, _NONNEG = _at_least(1), _at_least(0)
 
 _RULES: dict[str, dict[str, Rule]] = {
-    "data": {"synth_n": _POS, "synth_style": _choice(registry.SYNTH_STYLES), "size": _at_least(8)},
+    "data": {"synth_n": _POS, "synth_style": _choice(registry.SYNTH_STYLES),
+             "synth_layout": _choice(registry.SYNTH_LAYOUTS), "size": _at_least(8)},
     "model": {"block_out_channels": _channels, "layers_per_block": _POS, "attention_resolutions": _positive_entries,
               "attention_head_dim": _POS, "norm_num_groups": _POS, "dropout": _unit,
               "conditioning": _choice(registry.CONDITIONING), "num_levels": _POS, "in_channels": _POS},

@@ -163,15 +163,21 @@ def load_model(model: str | Path | None, device: str = "auto", *, text: bool = F
 
 def _load(req: Request, *, text: bool):
     """The request's model; without one, the bundled model that takes the conditions given by kind name
-    (``--cond``, ``--sketch``), else the bundled text model for a prompt, else the bundled attribute model. The output
+    (``--cond``, ``--sketch``; for compose and panorama, one that also takes a layout when bundled), else the
+    bundled text model for a prompt, else the bundled attribute model. The output
     names the model chosen (``model_name`` in the result and the PNG)."""
     from facediff.conditioning.conditioner import LEGACY_NAMES
+    from facediff.pipelines.load import bundled_for
 
     model = req.model
     kinds = set(req.conditions or {}) | ({LEGACY_NAMES["sketch"]} if req.sketch is not None else set())
-    if model is None and kinds and not text:
-        from facediff.pipelines.load import bundled_for
+    if model is None and not text and req.command in ("compose", "panorama"):
+        from facediff.conditioning.registry import context_kinds
 
+        for context in sorted(context_kinds()):  # a model that knows where faces are: no ghost faces
+            chosen = bundled_for(kinds | {context})
+            model = str(chosen) if chosen is not None else model
+    if model is None and kinds and not text:
         chosen = bundled_for(kinds)
         model = str(chosen) if chosen is not None else None
     return load_model(model, req.device, text=text, lora=req.lora, lora_scale=req.lora_scale)
@@ -209,6 +215,9 @@ def _stamp(req: Request, pipe) -> Request:
         from facediff.conditioning.conditioner import LEGACY_NAMES
 
         given = {LEGACY_NAMES[k]: v for k, v in (("attrs", req.attrs), ("sketch", req.sketch), ("prompt", req.prompt))}
+        if req.command == "panorama":  # kinds with a panorama default (a layout's row of faces) are not null
+            given.update({k.name: k.panorama_default() for k in pipe.conditioner.kinds
+                          if k.panorama_default() is not None})
         notes += pipe.conditioner.null_notes({**given, **(req.conditions or {})})
     return dataclasses.replace(req, model_name=name, model_hash=model_hash, guidance=guidance, lora_hash=lora_hash,
                                sketch_hash=sketch_hash, version=__version__, notes=notes)

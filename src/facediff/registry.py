@@ -24,6 +24,8 @@ LORA_TARGETS: tuple[str, ...] = ("to_q", "to_k", "to_v", "to_out.0")  # [lora] t
 
 # ------------------------------------------------------------------------------------------- data
 SYNTH_STYLES: tuple[str, ...] = ("human", "anime", "mixed")  # SynthFaces styles
+# SynthFaces layouts: one centred face each, or the scenes a composition window meets (data/synth_scene.py)
+SYNTH_LAYOUTS: tuple[str, ...] = ("faces", "scenes")
 SOURCES: tuple[str, ...] = ("celeba", "celeba-dialog", "folder")  # `facediff data prepare --source`
 SKETCH_METHODS: tuple[str, ...] = ("xdog", "canny")  # line-drawing extractors for real photos
 
@@ -76,6 +78,12 @@ RECIPES: dict[str, RecipeInfo] = {
                                      "bundled text model if not given)", 15.0, False),
     "seed002-compare": RecipeInfo("002 Table 4.4", "attribute DDPM vs text model (+ LoRA) on every metric",
                                   45.0, True),
+    "sweep-isolation": RecipeInfo("issue 26 Sec. 4", "sweep grids of an attribute model: how often moving one "
+                                  "attribute changes another (oracle-read, same seeds)", 10.0, False),
+    # the bundled 64 px models: 184 min autoencoder + 107 min per latent model on one AMX thread
+    "default-models": RecipeInfo("issue 26", "kl-f4-64 autoencoder + attribute / sketch / mask / composition "
+                                 "models at 64 px (the bundled ones), each measured on n = 512 held-out faces",
+                                 720.0, True),
 }
 
 

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from facediff.cli.common import OVERWRITE_HELP, SketchMethod, Source, Style, data_app, user_errors
+from facediff.cli.common import OVERWRITE_HELP, SketchMethod, Source, Style, SynthLayout, data_app, user_errors
 from facediff.cli.progress import Reporter
 
 
@@ -18,6 +18,8 @@ def data_synth(out: Path = typer.Option(..., help="output directory (a prepared 
                size: int = typer.Option(64, help="image side in pixels"),
                style: Style = typer.Option("human", help="SynthFaces style"),
                seed: int = typer.Option(0, help="seed; (seed, index) fixes each face"),
+               layout: SynthLayout = typer.Option("faces", help="faces: one centred face per image; scenes: also "
+                                                  "off-centre faces, small groups, background only"),
                overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing data set in --out")):
     """Render SynthFaces.
 
@@ -25,7 +27,8 @@ def data_synth(out: Path = typer.Option(..., help="output directory (a prepared 
     from facediff import api
 
     with Reporter() as rep:
-        path = api.synth(out, n=n, size=size, style=style.value, seed=seed, overwrite=overwrite, progress=rep)
+        path = api.synth(out, n=n, size=size, style=style.value, seed=seed, layout=layout.value,
+                         overwrite=overwrite, progress=rep)
     typer.echo(f"wrote {n} faces to {path}")
 
 

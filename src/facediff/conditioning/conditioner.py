@@ -158,7 +158,7 @@ class Conditioner:
         others holding for the whole region."""
         placed = {}
         for k in self.kinds:
-            rows = values.get(k.name, [None] * n)
+            rows = [k.region_default(box) if v is None else v for v in values.get(k.name, [None] * n)]
             if k.route == "spatial":
                 placed[k.name] = [None if v is None else k.place(v, box, self.grid, canvas) for v in rows]
             else:
@@ -185,6 +185,12 @@ class Conditioner:
         at the canvas's size), the sequence kind's null (the empty prompt, as in training, or ``negative``)."""
         n = cond.batch_size or 0
         out = {k: torch.zeros_like(v) for k, v in cond.fields().items()}
+        if cond.concat is not None:  # context kinds (a layout) keep their maps: guidance works within them
+            start = 0
+            for name, width in spatial_layout(self.kinds):
+                if self.kind(name).context:
+                    out["concat"][:, start:start + width] = cond.concat[:, start:start + width]
+                start += width
         nulls = [k.null(n, self.grid) for k in self.kinds if k.route == "global"]
         if nulls and cond.class_labels is not None:
             out["class_labels"] = torch.cat(nulls, 1).to(cond.class_labels)

@@ -51,6 +51,7 @@ class ConditionKind:
     absent: ClassVar[str] = ""  # the error when a model without this kind is given a value (default: generic)
     null_label: ClassVar[str] = "its null value"  # what the null value is, for the note when none is given
     fidelity_metric: ClassVar[str] = ""  # the eval metric (registry.METRICS) scoring how faces follow the values
+    context: ClassVar[bool] = False  # never dropped in training, kept in guidance's null branch (a layout)
 
     # -- the model's declaration -----------------------------------------------------------------------
     def describe(self) -> dict[str, Any]:
@@ -100,6 +101,15 @@ class ConditionKind:
         """Composition: the value of a region with pixel ``box`` on a canvas of (height, width) pixels, as the
         value for the whole canvas. Global and sequence conditions hold for the region as they are."""
         return value
+
+    def region_default(self, box: tuple[int, int, int, int] | None) -> Any:
+        """Composition: the value of a region (pixel ``box``; None: the background) that gives none (None: the
+        null value)."""
+        return None
+
+    def panorama_default(self) -> Any:
+        """Panoramas: the value over the whole canvas when the user gives none (None: the null value)."""
+        return None
 
     def encode_canvas(self, values: Sequence[Any | None], grid: Grid, canvas: tuple[int, int]) -> torch.Tensor:
         """Spatial kinds: one placed map per image (None: blank) -> (n, width, H, W) on the canvas's grid."""

@@ -9,12 +9,14 @@ from typing import Any
 
 from facediff.conditioning.attributes import AttributesKind
 from facediff.conditioning.kinds import ROUTES, ConditionKind, Grid
+from facediff.conditioning.layout import LayoutKind
 from facediff.conditioning.mask import MaskKind
 from facediff.conditioning.sketch import SketchKind
 from facediff.conditioning.text import TextKind
 from facediff.errors import FacediffError
 
-KINDS: dict[str, type[ConditionKind]] = {k.name: k for k in (AttributesKind, SketchKind, TextKind, MaskKind)}
+KINDS: dict[str, type[ConditionKind]] = {k.name: k for k in (AttributesKind, SketchKind, TextKind, MaskKind,
+                                                              LayoutKind)}
 
 
 def register(cls: type[ConditionKind]) -> type[ConditionKind]:
@@ -28,6 +30,12 @@ def register(cls: type[ConditionKind]) -> type[ConditionKind]:
 def registered() -> tuple[str, ...]:
     """The names of every registered kind."""
     return tuple(KINDS)
+
+
+def context_kinds() -> set[str]:
+    """The kinds that tell a model where things are (``ConditionKind.context``, e.g. the layout): composition
+    prefers a bundled model that declares one."""
+    return {name for name, cls in KINDS.items() if cls.context}
 
 
 def kind_class(name: str) -> type[ConditionKind]:

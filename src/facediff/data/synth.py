@@ -232,9 +232,11 @@ def render_batch(seed: int, start: int, count: int, size: int = 64, style: str =
 
 
 def write_synth(out: str | Path, n: int, size: int = 64, style: str = "human", seed: int = 0, *,
-                chunk: int = 256, overwrite: bool = False,
-                progress: Callable[[int, int], Any] | None = None) -> Path:
-    """Render ``n`` faces into a prepared data set at ``out`` (images, sketches, masks, labels, manifest)."""
+                chunk: int = 256, overwrite: bool = False, progress: Callable[[int, int], Any] | None = None,
+                render_one: Callable[[int, int, int, str], SynthFace] | None = None, layout: str = "faces") -> Path:
+    """Render ``n`` faces into a prepared data set at ``out`` (images, sketches, masks, labels, manifest).
+    ``render_one(seed, index, size, style)`` replaces the centred face of each index (``data.synth_scene``
+    passes its scenes this way, named ``layout`` in the manifest)."""
     _check_style(style)
     _check_size(size)
     if n < 1:
@@ -246,11 +248,15 @@ def write_synth(out: str | Path, n: int, size: int = 64, style: str = "human", s
     writer = PreparedWriter(out, n, size, sketches=True, masks=True, overwrite=overwrite)
     done = 0
     while done < n:
-        faces = render_batch(seed, done, min(chunk, n - done), size, style)
+        count = min(chunk, n - done)
+        if render_one is not None:
+            faces = [render_one(seed, i, size, style) for i in range(done, done + count)]
+        else:
+            faces = render_batch(seed, done, count, size, style)
         writer.add(np.stack([f.image for f in faces]), [f.label for f in faces],
                    np.stack([f.sketch for f in faces]), np.stack([f.mask for f in faces]))
         done += len(faces)
         if progress is not None:
             progress(done, n)
-    return writer.close({"source": "synth", "style": style, "seed": int(seed), "crop": "none",
+    return writer.close({"source": "synth", "style": style, "seed": int(seed), "crop": "none", "layout": layout,
                          "generator": GENERATOR, "part_names": list(PART_NAMES)})

@@ -77,10 +77,14 @@ def _score(gen: np.ndarray, gen_levels: np.ndarray, real: np.ndarray, real_level
     feats_gen = feats_real = None
     if metrics & {"fd", "kid", "fd_by_condition", "diversity"}:
         feats_gen, feats_real = extractor(gen), extractor(real)
+    # FD and KID are biased by the sample size, so they compare as many generated images as real ones: the
+    # real-vs-real floor then has the same n (a data set of < 2n images caps both at half of it)
+    same_n = feats_gen[:len(feats_real)] if feats_gen is not None else None
     if "fd" in metrics:
-        out["fd_oracle"] = fdm.fd_from_features(feats_real, feats_gen)
+        out["fd_oracle"] = fdm.fd_from_features(feats_real, same_n)
+        out["fd_n"] = len(same_n)
     if "kid" in metrics:
-        out["kid_oracle"], out["kid_oracle_std"] = _kid_mean_std(feats_real, feats_gen)
+        out["kid_oracle"], out["kid_oracle_std"] = _kid_mean_std(feats_real, same_n)
     if "fd_by_condition" in metrics and conditional and (real_levels >= 0).any():
         per = {}
         for j, name in enumerate(attributes):

@@ -66,14 +66,17 @@ def _run_oracle(ctx: Ctx) -> dict[str, Any]:
 
 
 def _recipes() -> dict[str, Recipe]:
-    from facediff.experiments import sampler_sweep, seed000, seed001, seed002, seed003, text, text_lora, understanding
+    from facediff.experiments import (default_models, sampler_sweep, seed000, seed001, seed002, seed003,
+                                      sweep_isolation, text, text_lora, understanding)
 
     runs = {"seed003-timesteps": seed003.run_timesteps, "seed003-noise": seed003.run_noise,
             "seed002-grid": seed002.run_grid, "seed002-baselines": seed002.run_baselines,
             "sampler-sweep": sampler_sweep.run_sweep, "seed000": seed000.run_seed000, "oracle": _run_oracle,
             "seed001": seed001.run_seed001, "seed004-hair": text.run_hair, "lora-style": text_lora.run_lora_style,
             "seed002-compare": text_lora.run_compare,
-            "text-understanding": understanding.run_understanding}
+            "text-understanding": understanding.run_understanding,
+            "default-models": default_models.run_default_models,
+            "sweep-isolation": sweep_isolation.run_sweep_isolation}
     if set(runs) != set(RECIPE_INFO):
         raise RuntimeError(f"facediff.registry.RECIPES and the recipe functions disagree: {sorted(set(runs) ^ set(RECIPE_INFO))}")
     return {name: Recipe(name, RECIPE_INFO[name], runs[name]) for name in RECIPE_INFO}

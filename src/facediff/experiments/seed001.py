@@ -70,6 +70,20 @@ def _score(pred: dict[str, np.ndarray], conds: list[list[dict]], attributes: tup
             "per_attribute": {a: float(np.mean(v)) for a, v in per_attr.items()}}
 
 
+def _group_metrics(images: np.ndarray, side: int, every_px: int | None) -> dict[str, Any]:
+    """Issue 26's composition checks on whole photos: MTCNN finds exactly the 4 intended faces (no ghost face
+    between them, none missing), and the gradient across the window borders that run through faces (every
+    ``every_px``, leaving out the borders between faces) over the gradient elsewhere (None: no such border)."""
+    from facediff.metrics.faces import face_detection
+    from facediff.metrics.image import seam_ratio
+
+    counts = np.array([p["faces"] for p in face_detection(images, upscale_to=5 * side // 2)["per_image"]])
+    inside = every_px is not None and side % every_px == 0 and every_px < side  # window borders within faces
+    return {"faces_exact": float((counts == 4).mean()), "faces_extra": float((counts > 4).mean()),
+            "faces_mean": float(counts.mean()),
+            "seam_ratio": seam_ratio(images, every_px, skip_every=side) if inside else None}
+
+
 def _crops(images: np.ndarray, side: int) -> np.ndarray:
     """(n, 2s, 2s, 3) canvases -> (n * 4, s, s, 3) region crops, row-major per canvas."""
     return np.stack([im[y:y + side, x:x + side] for im in images for y in (0, side) for x in (0, side)])
@@ -117,7 +131,8 @@ def run_seed001(ctx: Ctx) -> dict[str, Any]:
     for k, stride in [*((k, None) for k in BOOTSTRAP), (0.0, side)]:
         t0 = time.time()
         res = compose(pipe, layout(conds, k, stride), n=n, progress=ctx.progress)
-        score = _score(oracle.predict(_crops(res.images, side)), conds, attributes)
+        score = {**_score(oracle.predict(_crops(res.images, side)), conds, attributes),
+                 **_group_metrics(res.images, side, stride or max(1, side // 2))}
         name = f"MultiDiffusion, k = {round(k * 100)} % ({int(round(k * steps))} steps)" if stride is None else \
             "MultiDiffusion, views aligned to the faces (stride = window)"
         arms.append({"name": name, "k": k, "views": res.views, "paths": res.paths,
@@ -164,20 +179,22 @@ def _plain_arm(ctx: Ctx, pipe, oracle, conds: list[list[dict]], attributes: tupl
         plain = pipe(seeds=[1000 + i for i in range(len(flat))], attrs=flat, guidance=GUIDANCE, sampler="ddim",
                      steps=steps, progress=ctx.progress).images
     score = _score(oracle.predict(plain), conds, attributes)
+    tiles = np.stack([make_grid(plain[4 * i:4 * i + 4], 2, pad=0) for i in range(n)])  # the faces side by side
     arm = {"name": "plain (unfused, native size)", "k": None,
-           "metrics": {**score, "seconds_per_photo": (time.time() - t0) / n}}
-    tiles = [make_grid(plain[4 * i:4 * i + 4], 2, pad=0) for i in range(min(n, 8))]
-    return arm, save_png(make_grid(np.stack(tiles), 4, scale=2), ctx.out / "plain.png")
+           "metrics": {**score, **_group_metrics(tiles, pipe.sample_size, None),
+                       "seconds_per_photo": (time.time() - t0) / n}}
+    return arm, save_png(make_grid(tiles[:8], 4, scale=2), ctx.out / "plain.png")
 
 
 def _summary(ctx: Ctx, pipe, arms: list[dict[str, Any]], attributes: tuple[str, ...], *, n: int, side: int,
              steps: int, top: int) -> list[str]:
     """The markdown of the experiment: the arms' table and how to read it."""
     head = ["arm", "attribute accuracy ↑", "all attributes right ↑", "leakage ↓ (shows the neighbour's level)",
-            *attributes, "s / photo"]
+            *attributes, "MTCNN: exactly 4 faces ↑", "more than 4 (ghosts) ↓", "seam ratio ↓", "s / photo"]
     rows = [[a["name"], fmt(a["metrics"]["accuracy"], "pct"), fmt(a["metrics"]["exact_match"], "pct"),
              fmt(a["metrics"]["leakage"], "pct"), *(fmt(a["metrics"]["per_attribute"][x], "pct") for x in attributes),
-             fmt(a["metrics"]["seconds_per_photo"])] for a in arms]
+             fmt(a["metrics"]["faces_exact"], "pct"), fmt(a["metrics"]["faces_extra"], "pct"),
+             fmt(a["metrics"]["seam_ratio"]), fmt(a["metrics"]["seconds_per_photo"])] for a in arms]
     what = "prompts built from the levels" if pipe.takes_text else "attribute levels"
     md = ["Seed 001 (MultiDiffusion) shows pictures only: regions follow their prompts \"mostly\", small ones are "
           "sometimes neglected or spill over, bootstrapping improves adherence, too much of it lowers quality.", "",
@@ -188,7 +205,10 @@ def _summary(ctx: Ctx, pipe, arms: list[dict[str, Any]], attributes: tuple[str, 
           f"the default stride (half a window). Accuracy: the oracle's estimate of a region's crop equals the "
           f"requested level (chance {100 / (top + 1):.0f} %). Leakage: over the {arms[1]['metrics']['leak_pairs']} "
           "(region, neighbour, attribute) triples whose levels differ, the share where the region shows the "
-          "neighbour's level; for plain sampling this is the rate of showing that level with no neighbour at all.", "",
+          "neighbour's level; for plain sampling this is the rate of showing that level with no neighbour at all. "
+          "MTCNN counts the faces of each whole photo (the plain arm: its four faces side by side); the seam ratio "
+          "is the mean gradient across the window borders that run through a face over the mean gradient elsewhere "
+          "(issue 26: <= 1.2; none with aligned views or plain sampling).", "",
           "A face model draws one centred face per window: with the default views (stride = half a window) the "
           "windows that straddle two boxes draw a face across the boundary, fused with the faces of the aligned "
           "windows; views aligned to the faces (stride = the window) give each face a window of its own: each "

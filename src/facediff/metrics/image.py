@@ -76,3 +76,25 @@ def lpips(a: Any, b: Any, weights: str | Path | None = None, net: str = "alex") 
     x, y = to_input(a), to_input(b)
     with torch.no_grad():
         return float(model(x, y).mean())
+
+
+def seam_ratio(images: Any, every_px: int, skip_every: int | None = None) -> float:
+    """Mean absolute image gradient across the lines x, y = k * ``every_px`` (0 < x < W; the borders of
+    composition windows) over the mean absolute gradient everywhere: 1 = the borders are as smooth as the rest,
+    > 1 = visible seams (issue 26: <= 1.2). Lines at multiples of ``skip_every`` are left out (the borders
+    between two regions, where the picture changes from one face to the next anyway). ``images``: uint8
+    (n, H, W, 3)."""
+    import numpy as np
+
+    x = np.asarray(images, dtype=np.float64)
+    if x.ndim != 4 or every_px < 1:
+        raise FacediffError(f"seam ratio: expected images (n, H, W, 3) and every_px >= 1, got {x.shape}, {every_px}")
+    gx, gy = np.abs(np.diff(x, axis=2)), np.abs(np.diff(x, axis=1))  # gx[:, :, i] is between columns i and i + 1
+    keep = (lambda v: v % skip_every != 0) if skip_every else (lambda v: True)
+    cols = [c - 1 for c in range(every_px, x.shape[2], every_px) if keep(c)]
+    rows = [r - 1 for r in range(every_px, x.shape[1], every_px) if keep(r)]
+    if not cols and not rows:
+        raise FacediffError(f"seam ratio: no window border inside a {x.shape[2]}x{x.shape[1]} image every {every_px} px")
+    at = np.concatenate([gx[:, :, cols].ravel(), gy[:, rows].ravel()])
+    everywhere = np.concatenate([gx.ravel(), gy.ravel()])
+    return float(at.mean() / max(everywhere.mean(), 1e-12))

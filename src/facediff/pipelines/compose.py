@@ -230,8 +230,12 @@ def panorama(pipe, *, width: int, height: int | None = None, prompt: str | None 
     """One condition over a wide canvas (``height`` None: the model's native size); ``settings`` are the
     other ``Layout`` fields (steps, sampler, guidance, seed) and ``compose`` options (n, callback, ...)."""
     layout_keys = {f.name for f in fields(Layout)}
+    conditions = dict(conditions or {})
+    for k in pipe.conditioner.kinds:  # e.g. a layout: one face per native-size tile
+        if k.name not in conditions and k.panorama_default() is not None:
+            conditions[k.name] = k.panorama_default()
     layout = Layout(width=width, height=height or pipe.sample_size, stride=stride, circular=circular,
                     background=Region(name="panorama", prompt=prompt, negative_prompt=negative_prompt, attrs=attrs,
-                                      conditions=dict(conditions or {})),
+                                      conditions=conditions),
                     **{k: v for k, v in settings.items() if k in layout_keys})
     return compose(pipe, layout, **{k: v for k, v in settings.items() if k not in layout_keys})

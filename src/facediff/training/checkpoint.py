@@ -221,7 +221,7 @@ def load_checkpoint(path: Path, model: nn.Module, ema: nn.Module | None, optimiz
     _load_weights(model, load_file(str(path / "model.safetensors")), path / "model.safetensors")
     if ema is not None and (path / "ema.safetensors").is_file():
         _load_weights(ema, load_file(str(path / "ema.safetensors")), path / "ema.safetensors")
-    if optimizer is not None:
+    if optimizer is not None and not trainer.get("compact"):
         _optimizer_from_flat(optimizer, load_file(str(path / "optimizer.safetensors")), trainer["optimizer"])
     if lr_scheduler is not None:
         lr_scheduler.load_state_dict(trainer["lr_scheduler"])
@@ -234,6 +234,33 @@ def load_checkpoint(path: Path, model: nn.Module, ema: nn.Module | None, optimiz
             _optimizer_from_flat(mopt, load_file(str(path / f"{mname}.optimizer.safetensors")),
                                  trainer["extra_optimizers"][mname])
     return trainer
+
+
+def compact_checkpoint(run_dir: Path, out_dir: Path) -> Path:
+    """A copy of ``run_dir``'s latest checkpoint small enough to commit (to carry a CPU run over to another
+    machine): weights and EMA in bf16, no optimizer state (Adam's moments re-warm within a few hundred steps);
+    with the run's config.json and metrics log, so ``--resume`` in a copy of ``out_dir`` continues the run.
+    Not bit-exact: ``trainer.json`` says ``compact`` and the optimizer starts fresh."""
+    ckpt = latest_checkpoint(run_dir)
+    if ckpt is None:
+        raise FacediffError(f"{run_dir}: no complete checkpoint to compact")
+    dst = Path(out_dir) / "state" / ckpt.name
+    if dst.exists():
+        raise FacediffError(f"{dst} exists; remove it first")
+    dst.mkdir(parents=True)
+    for name in ("model.safetensors", "ema.safetensors"):
+        if (ckpt / name).is_file():
+            save_file({k: (v.bfloat16() if v.is_floating_point() else v) for k, v in load_file(str(ckpt / name)).items()},
+                      str(dst / name))
+    trainer = json.loads((ckpt / "trainer.json").read_text())
+    (dst / "trainer.json").write_text(json.dumps({**trainer, "compact": True}, indent=1))
+    files = {f.name: {"size": f.stat().st_size, "sha256": _sha256(f)} for f in sorted(dst.iterdir())}
+    (dst / MANIFEST).write_text(json.dumps({"step": trainer["step"], "files": files}, indent=1))
+    for name in ("config.json", "logs/metrics.jsonl"):
+        if (Path(run_dir) / name).is_file():
+            (Path(out_dir) / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(Path(run_dir) / name, Path(out_dir) / name)
+    return dst
 
 
 def load_weights(path: Path, which: str = "ema") -> dict[str, torch.Tensor]:

@@ -57,6 +57,8 @@ class TrainingConditions:
             if flipped is not None:
                 x = torch.where(flip.reshape(-1, *[1] * (x.ndim - 1)), flipped[idx], x)
             dropped = drops.get(f"drop_own:{k.name}", drop_all)
+            if k.context:  # never dropped (a layout): the null branch of guidance keeps it too
+                dropped = torch.zeros_like(dropped)
             parts = drops.get(f"drop_parts:{k.name}")
             if parts is not None:  # each part alone (null part = zero block)
                 x = x.clone()

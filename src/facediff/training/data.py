@@ -27,13 +27,14 @@ def resolve_dataset(cfg: DataConfig, cache_dir: Path) -> Path:
             raise FacediffError(f"[data] path = {cfg.path!r}: not a prepared data set (no manifest.json); make one "
                                 "with `facediff data prepare` or `facediff data synth`")
         return path
-    from facediff.data.synth import write_synth
-
     from facediff.data.synth import GENERATOR
+    from facediff.data.synth_scene import write_synth_layout
 
-    out = cache_dir / f"synth-{cfg.synth_style}-s{cfg.synth_seed}-n{cfg.synth_n}-{cfg.size}px"
+    scenes = "-scenes" if cfg.synth_layout == "scenes" else ""
+    out = cache_dir / f"synth-{cfg.synth_style}{scenes}-s{cfg.synth_seed}-n{cfg.synth_n}-{cfg.size}px"
     if not (out / "manifest.json").is_file() or _generator(out) != GENERATOR:  # a cache of an older renderer
-        write_synth(out, n=cfg.synth_n, size=cfg.size, style=cfg.synth_style, seed=cfg.synth_seed, overwrite=True)
+        write_synth_layout(out, n=cfg.synth_n, size=cfg.size, style=cfg.synth_style, seed=cfg.synth_seed,
+                           layout=cfg.synth_layout, overwrite=True)
     return out
 
 

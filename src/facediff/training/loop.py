@@ -226,6 +226,9 @@ def _setup(task: Task, cfg: RunConfig, out: Path, acc: Accelerator, resume: bool
                                   extra_modules=task.extra_modules())
         start_step, nonfinite_total = trainer["step"], trainer.get("nonfinite_total", 0)
         resumed_precision = trainer.get("mixed_precision")
+        if trainer.get("compact"):
+            report(progress, task.name, start_step, tc.max_steps,
+                   note="resumed from a compact checkpoint: bf16 weights, a fresh optimizer state")
         task.load_state(trainer.get("task", {}))
         if ema is not None:
             ema = make_ema(ema_model, tc)  # shadow weights = the checkpoint's EMA

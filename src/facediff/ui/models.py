@@ -35,6 +35,16 @@ def bundled_models() -> list[ModelChoice]:
     return [ModelChoice(f"bundled: {p.name.replace('_', ' ')}", str(p)) for p in found]
 
 
+def compose_choice(choices: list[ModelChoice]) -> str:
+    """The Compose tab's first model: a --model the server was started with, else the bundled model that knows
+    where faces are (compose_model) when there is one, else the first choice."""
+    if choices and not choices[0].label.endswith("(--model)"):
+        for c in choices:
+            if Path(c.path).name == "compose_model":
+                return c.path
+    return choices[0].path
+
+
 def model_choices(models_dir: str | Path | None, extra: str | Path | None = None) -> list[ModelChoice]:
     """``extra`` (``--model``) first, then the bundled models, then every model folder under ``models_dir``
     (a run folder counts through its ``export/``; links that lead outside the folder are left out)."""

@@ -16,7 +16,7 @@ import numpy as np
 from facediff.errors import FacediffError
 from facediff.registry import SAMPLERS
 from facediff.ui.form import assign, on_white_paper, save_drawing
-from facediff.ui.models import controls_of
+from facediff.ui.models import compose_choice, controls_of
 
 # region colours (name, RGB): what the brush offers and how a painted pixel is read back
 REGION_COLOURS = [("red", (230, 25, 75)), ("green", (60, 180, 75)), ("blue", (0, 130, 200)),
@@ -150,7 +150,7 @@ def compose_tab(gr, server, state) -> None:
     brush = gr.Brush(colors=["#%02x%02x%02x" % c for _, c in REGION_COLOURS], color_mode="fixed", default_size=30)
     with gr.Row():
         with gr.Column(scale=5):
-            model = gr.Dropdown([(c.label, c.path) for c in server.choices], value=server.choices[0].path,
+            model = gr.Dropdown([(c.label, c.path) for c in server.choices], value=compose_choice(server.choices),
                                 label="Model", elem_id="fd-c-model")
             mode = gr.Radio(["regions", "panorama"], value="regions", label="Mode", elem_id="fd-c-mode")
             canvas = gr.ImageEditor(label="Regions: paint each region in its own colour", canvas_size=(768, 256),

@@ -1,0 +1,74 @@
+"""Record what a bundled model measures into its folder: MODEL/quality.json (issue 26, section 4).
+
+    python scripts/record_quality.py src/facediff/assets/default_model --eval runs/eval-attr/metrics.json \
+        --command "facediff eval --data runs/eval64k --metrics fd,attr,faces --n 512 --steps 25 --out runs/eval-attr"
+
+The file holds the metrics of `facediff eval` (and, for a text model, of `facediff experiment
+text-understanding`) without the per-level tables, the commands that made them, and the SHA-256 of the weights
+they were measured on. tests/test_targets.py checks the targets of the issue against it and fails when the
+weights changed without a new measurement.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import platform
+import time
+from pathlib import Path
+
+DROP = {"per_level", "confusion", "prompts", "per_prompt", "example", "arms"}  # tables, not targets
+
+
+def weights_sha256(model: Path) -> str:
+    """SHA-256 of the denoising network's weights (unet/diffusion_pytorch_model.safetensors)."""
+    return hashlib.sha256((model / "unet" / "diffusion_pytorch_model.safetensors").read_bytes()).hexdigest()
+
+
+def _summary(obj):
+    if isinstance(obj, dict):
+        return {k: _summary(v) for k, v in obj.items() if k not in DROP}
+    return obj
+
+
+def _cpu() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("model", type=Path, help="the bundled model folder")
+    ap.add_argument("--eval", type=Path, help="metrics.json of `facediff eval`")
+    ap.add_argument("--understanding", type=Path, help="results.json of `facediff experiment text-understanding`")
+    ap.add_argument("--group", type=Path, help="results.json of `facediff experiment seed001` (group photos)")
+    ap.add_argument("--sweep", type=Path, help="results.json of `facediff experiment sweep-isolation`")
+    ap.add_argument("--command", action="append", default=[], help="a command that made the numbers (repeatable)")
+    args = ap.parse_args()
+    if not (args.eval or args.understanding):
+        ap.error("give --eval and/or --understanding")
+    record = {"weights_sha256": weights_sha256(args.model), "date": time.strftime("%Y-%m-%d"),
+              "machine": f"{_cpu()}, OMP_NUM_THREADS=1", "commands": args.command}
+    if args.eval:
+        record["eval"] = _summary(json.loads(args.eval.read_text()))
+    if args.understanding:
+        record["understanding"] = _summary(json.loads(args.understanding.read_text()))
+    if args.group:  # one entry per arm: its name -> metrics
+        res = json.loads(args.group.read_text())
+        record["group"] = {a["name"]: a["metrics"] for a in res["arms"]}
+    if args.sweep:
+        res = json.loads(args.sweep.read_text())
+        record["sweep"] = {"worst": res["worst"], "target": res["target"], "grids": res["grids"],
+                           "per_attribute": {a["name"]: a["metrics"]["worst"] for a in res["arms"]}}
+    out = args.model / "quality.json"
+    out.write_text(json.dumps(record, indent=1) + "\n")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

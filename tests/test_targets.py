@@ -1,0 +1,157 @@
+"""The quality targets of the bundled models (issue 26, section 4), checked against what each model measures.
+
+Each bundled model carries ``quality.json`` (written by scripts/record_quality.py from `facediff eval` and
+`facediff experiment text-understanding` on held-out SynthFaces of seed 7), tied to its weights by their SHA-256:
+a model retrained without a new measurement fails ``test_every_bundled_model_carries_its_measurement``.
+
+A target the shipped model does not reach yet is an expected failure (strict: once a retrained model reaches it,
+the test fails until the marker is removed), named for the target, with the measured number in its reason.
+The commands that measure each model are in its quality.json and its preset's comments.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from facediff.pipelines.load import ASSETS
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+from record_quality import weights_sha256  # noqa: E402
+
+MODELS = ("default_model", "compose_model", "text_model", "sketch_model", "mask_model")
+ATTRIBUTES = ("bangs", "eyeglasses", "beard", "smiling", "age")
+
+
+def quality(name: str) -> dict:
+    return json.loads((ASSETS / name / "quality.json").read_text())
+
+
+def _not_yet(reason: str):
+    return pytest.mark.xfail(strict=True, reason=reason)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_every_bundled_model_carries_its_measurement(name):
+    q = quality(name)
+    assert q["weights_sha256"] == weights_sha256(ASSETS / name), f"{name}: weights changed since quality.json"
+    assert q["commands"] and ("eval" in q or "understanding" in q)
+    if "eval" in q:  # the issue's sample size, FD against a floor of as many images
+        assert q["eval"]["n"] >= 500 and q["eval"]["fd_n"] == q["eval"]["floor_real_vs_real"]["fd_n"]
+
+
+# ---------------------------------------------------------------------------------------- attribute model
+@_not_yet("bundled default model at its guidance 2: bangs 97.1, glasses 92.6, beard 95.1, smiling 78.5, age 93.0 % "
+          "(94 CPU-minutes; the oracle itself reads real faces at 90.2 % glasses, 89.3 % smiling)")
+def test_attribute_model_reaches_97_percent_on_every_attribute():
+    per = quality("default_model")["eval"]["attr"]["per_attribute"]
+    assert min(per[a]["accuracy"] for a in ATTRIBUTES) >= 0.97, {a: per[a]["accuracy"] for a in ATTRIBUTES}
+
+
+def test_attribute_model_fd_within_1_3x_of_the_real_floor():
+    ev = quality("default_model")["eval"]
+    assert ev["fd_oracle"] <= 1.3 * ev["floor_real_vs_real"]["fd_oracle"]
+
+
+@_not_yet("bundled default model: MTCNN finds a face in 57.8 % of its faces vs 65.8 % of real SynthFaces")
+def test_attribute_model_detects_faces_as_often_as_real_faces():
+    ev = quality("default_model")["eval"]
+    assert ev["faces"]["rate"] >= ev["floor_real_vs_real"]["faces"]["rate"]
+
+
+@_not_yet("bundled default model: up to 34 % of 32 sweeps change the oracle's smiling reading when glasses or beard "
+          "move; beard and age 4-5 also switch the style to anime")
+def test_attribute_sweep_changes_only_the_swept_attribute():
+    """`facediff experiment sweep-isolation`: moving one attribute changes another's oracle reading <= 3 %."""
+    sweep = quality("default_model")["sweep"]
+    assert sweep["worst"] <= 0.03, sweep["per_attribute"]
+
+
+# ---------------------------------------------------------------------------------------- composition
+def _group(arm_prefix: str) -> dict:
+    """An arm of `facediff experiment seed001` on the composition model (2x2 faces, 128 px canvas)."""
+    group = quality("compose_model")["group"]
+    return next(v for k, v in group.items() if k.startswith(arm_prefix))
+
+
+@_not_yet("MTCNN finds exactly 4 faces in 0 of 8 composed photos, and in 1 of 8 photos of four separately sampled "
+          "faces side by side: it misses most 64 px SynthFaces faces, so this target needs a better detector too")
+def test_composition_finds_exactly_the_intended_faces_in_90_percent():
+    assert _group("MultiDiffusion, k = 20 %")["faces_exact"] >= 0.90
+
+
+def test_composed_faces_follow_their_attributes_within_5_points_of_single_faces():
+    assert _group("MultiDiffusion, k = 20 %")["accuracy"] >= _group("plain")["accuracy"] - 0.05
+
+
+@_not_yet("composition model: gradient across window borders 1.26x the rest (the plain attribute model: 1.89x)")
+def test_composition_seams_are_invisible():
+    assert _group("MultiDiffusion, k = 20 %")["seam_ratio"] <= 1.2
+
+
+# ---------------------------------------------------------------------------------------- sketch and mask
+def test_sketch_model_draws_the_sketched_faces_attributes_90_percent():
+    assert quality("sketch_model")["eval"]["attr"]["accuracy"] >= 0.90
+
+
+@_not_yet("bundled mask model: parsing mIoU 0.769 vs the real ceiling 0.870 (10.1 points; 70 CPU-minutes on the "
+          "28.4 dB autoencoder)")
+def test_mask_model_parsing_within_10_points_of_the_real_ceiling():
+    ev = quality("mask_model")["eval"]
+    assert ev["parsing"]["miou"] >= ev["floor_real_vs_real"]["parsing"]["miou"] - 0.10
+
+
+# ---------------------------------------------------------------------------------------- text model
+def _free(key: str) -> dict:
+    return quality("text_model")["understanding"]["free_phrasing"][key]
+
+
+@_not_yet("bundled text model: 55.6 % of the named attributes on free phrasing (3.5 GPU-minutes of training)")
+def test_text_model_prompts_reach_97_percent_on_every_attribute():
+    per = _free("free")["attr"]["per_attribute"]
+    assert min(per[a]["accuracy"] for a in ATTRIBUTES if a in per) >= 0.97
+
+
+@_not_yet("bundled text model: hair colour 77.7 % on free phrasing, auburn/pink/purple lowest")
+def test_text_model_hair_colour_95_percent_on_every_colour():
+    per = _free("free")["hair_colour"]["per_value"]
+    assert min(v["accuracy"] for v in per.values()) >= 0.95
+
+
+@_not_yet("bundled text model: style 87.4 % on free phrasing (anime drawn as human a quarter of the time)")
+def test_text_model_style_98_percent():
+    assert _free("free")["style"]["accuracy"] >= 0.98
+
+
+@_not_yet("bundled text model: 65.7 % on the training templates, 55.6 % on free phrasing it never saw")
+def test_text_model_held_out_phrasing_within_2_points_of_the_training_templates():
+    templates = quality("text_model")["eval"]["attr"]["accuracy"]  # `facediff eval --text`: caption prompts
+    assert _free("free")["attr"]["accuracy"] >= templates - 0.02
+
+
+@_not_yet("bundled text model: 16 faces of one prompt spread 0.66x as much as real faces of that caption")
+def test_text_model_diversity_at_least_0_9x_of_real():
+    assert quality("text_model")["understanding"]["diversity"]["mean_ratio"] >= 0.9
+
+
+@_not_yet("bundled text model: 'beard' as negative prompt leaves the beard rate unchanged (0.69 -> 0.69)")
+def test_text_model_negative_prompt_removes_the_beard():
+    beard = quality("text_model")["understanding"]["negative_prompt"]["beard"]
+    assert beard["with_attribute_negative"] <= 0.5 * beard["with_attribute"]
+
+
+@_not_yet("bundled text model: 'with a bare forehead' / 'not wearing glasses' do not remove bangs / glasses")
+def test_text_model_negation_removes_what_it_negates():
+    neg = quality("text_model")["understanding"]["negation"]
+    assert all(v["negated"]["with_attribute"] <= 0.1 for v in neg.values())
+
+
+# ---------------------------------------------------------------------------------------- speed
+def test_sixteen_faces_in_under_10_seconds_on_this_cpu():
+    """benchmarks/sixteen_faces.py: the default model, sampler and guidance, 1 and 2 threads."""
+    res = json.loads((ROOT / "benchmarks" / "results" / "sixteen_faces.json").read_text())
+    assert res["model_sha256"] == weights_sha256(ASSETS / "default_model")
+    assert max(r["seconds"] for r in res["threads"].values()) < 10.0, res["threads"]
