@@ -241,7 +241,7 @@ def test_sketch_regions_draw_into_their_box():
     assert maps.shape == (4, 1, 8, 8) and float(maps[:3].sum()) == 0 and float(maps[3, 0, :, 3].min()) > 0
     assert float(maps[3, 0, :, 5:].sum()) == 0
     with pytest.raises(FacediffError, match="region 1: this model does not take a sketch"):
-        compose(load_pipeline(None), Layout(width=32, height=32, regions=[Region(box=(0, 0, 1, 1), sketch=ink)]))
+        compose(load_pipeline(None), Layout(width=64, height=64, regions=[Region(box=(0, 0, 1, 1), sketch=ink)]))
 
 
 def test_masks_boxes_feathering_and_their_errors(tmp_path, attr_pipe):

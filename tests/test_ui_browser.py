@@ -145,9 +145,10 @@ def test_compose_two_painted_regions(chromium, app_url, tmp_path):
     Image.fromarray(canvas, "RGBA").save(tmp_path / "regions.png")
     page = _open(chromium, app_url)
     page.get_by_role("tab", name="Compose").click()
-    page.set_input_files("#fd-c-canvas input[type=file]", str(tmp_path / "regions.png"))
-    for _ in range(5):  # the editor may not hold the upload yet under load: then it says so, and we click again
-        page.wait_for_timeout(1500)
+    for attempt in range(5):  # the editor may not hold the upload yet under load: it says so; upload again
+        if attempt == 0 or "paint at least one region" in page.inner_text("#fd-c-status"):
+            page.set_input_files("#fd-c-canvas input[type=file]", str(tmp_path / "regions.png"))
+        page.wait_for_timeout(1500 * (attempt + 1))
         page.locator("#fd-c-go").click()
         page.wait_for_function("(t => t.startsWith('done') || t.includes('paint at least one region'))"
                                "(document.querySelector('#fd-c-status').innerText)", timeout=300000)
