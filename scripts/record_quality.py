@@ -11,7 +11,6 @@ weights changed without a new measurement.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import platform
 import time
@@ -22,7 +21,9 @@ DROP = {"per_level", "confusion", "prompts", "per_prompt", "example", "arms"}  #
 
 def weights_sha256(model: Path) -> str:
     """SHA-256 of the denoising network's weights (unet/diffusion_pytorch_model.safetensors)."""
-    return hashlib.sha256((model / "unet" / "diffusion_pytorch_model.safetensors").read_bytes()).hexdigest()
+    from facediff.fsutil import file_sha256
+
+    return file_sha256(model / "unet" / "diffusion_pytorch_model.safetensors")
 
 
 def _summary(obj):

@@ -11,16 +11,19 @@ The commands that measure each model are in its quality.json and its preset's co
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
+from facediff.fsutil import file_sha256
 from facediff.pipelines.load import ASSETS
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
-from record_quality import weights_sha256  # noqa: E402
+
+
+def weights_sha256(model: Path) -> str:
+    """What scripts/record_quality.py records: the SHA-256 of the model's U-Net weights."""
+    return file_sha256(model / "unet" / "diffusion_pytorch_model.safetensors")
 
 MODELS = ("default_model", "compose_model", "text_model", "sketch_model", "mask_model")
 ATTRIBUTES = ("bangs", "eyeglasses", "beard", "smiling", "age")
