@@ -82,6 +82,29 @@ def test_compact_checkpoint_carries_a_run_to_another_directory(tmp_path, synth16
         compact_checkpoint(run, tmp_path / "packed")
 
 
+def test_resume_from_a_compact_checkpoint_warms_the_fresh_optimizer_up_again(tmp_path, synth16):
+    """No Adam moments in a compact checkpoint: the LR ramps (k + 1) / warmup_steps again from the resumed step,
+    then follows the schedule (here constant); a full checkpoint resumes at the scheduled LR at once."""
+    from facediff.training.checkpoint import compact_checkpoint
+
+    common = [f"data.path={synth16}", "train.log_every=1", "train.checkpoint_every=5", "train.batch_size=4",
+              "train.warmup_steps=4", "train.lr=1e-3"]
+    run = tmp_path / "run"
+    api.train("ddpm", TINY, run, overrides=common + ["train.max_steps=5"])
+    compact_checkpoint(run, tmp_path / "packed")
+    full = tmp_path / "full"
+    shutil.copytree(run, full)
+    for d in (tmp_path / "packed", full):
+        api.train("ddpm", None, d, overrides=["train.max_steps=8"], resume=True)
+
+    def lrs(d):  # a row's LR is the one the next step uses
+        return [json.loads(line)["lr"] for line in (d / "logs" / "metrics.jsonl").read_text().splitlines()]
+
+    first = [0.25e-3, 0.5e-3, 0.75e-3, 1e-3, 1e-3]  # warm-up k / 4, then constant
+    assert lrs(full) == pytest.approx(first + [1e-3, 1e-3, 1e-3])
+    assert lrs(tmp_path / "packed") == pytest.approx(first + [0.5e-3, 0.75e-3, 1e-3])
+
+
 def test_interrupted_checkpoint_leaves_previous_loadable(tiny_run, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)

@@ -239,3 +239,17 @@ def test_compose_tab_starts_on_the_model_that_knows_where_faces_are():
     assert compose_choice(bundled) == "/a/compose_model"
     assert compose_choice([ModelChoice("mine (--model)", "/r/mine"), *bundled]) == "/r/mine"
     assert compose_choice(bundled[:1]) == "/a/default_model"
+
+
+def test_the_canvas_readout_names_each_painted_colour_and_its_share():
+    """What the Compose tab shows under the canvas: one entry per colour, in palette order, with its share; a
+    near-colour (anti-aliased edge) counts as its palette colour, a transparent or off-palette pixel as none."""
+    from facediff.ui.tabs import REGION_COLOURS, painted_summary
+
+    rgba = np.zeros((32, 96, 4), np.uint8)
+    rgba[:, 48:72] = (*REGION_COLOURS[1][1], 255)  # green: a quarter of the canvas
+    rgba[:16, :48] = (*(np.array(REGION_COLOURS[0][1]) - 10), 255)  # red, slightly off: another quarter
+    rgba[16:, :48] = (200, 200, 200, 0)  # transparent
+    rgba[:, 72:] = (250, 250, 250, 255)  # white paper: not a region
+    assert painted_summary({"composite": rgba}) == "2 regions: red (25 %), green (25 %)"
+    assert painted_summary({"composite": None, "layers": [], "background": None}).startswith("No region painted")

@@ -159,6 +159,7 @@ class _Run:
     t0: float = 0.0  # perf_counter at the first step: the time budget's clock
     t_last: float = 0.0  # perf_counter at the last metrics row
     imgs_since: int = 0  # images (all ranks) since the last metrics row
+    rewarm_from: int | None = None  # resumed from a compact checkpoint at this step: the fresh Adam warms up again
 
     def current_ema(self) -> nn.Module | None:
         if self.ema is None:
@@ -225,6 +226,8 @@ def _setup(task: Task, cfg: RunConfig, out: Path, acc: Accelerator, resume: bool
         trainer = load_checkpoint(ckpt, task.model, ema_model, task.optimizer, sched,
                                   extra_modules=task.extra_modules())
         start_step, nonfinite_total = trainer["step"], trainer.get("nonfinite_total", 0)
+        for group, lr in zip(task.optimizer.param_groups, sched.get_last_lr()):
+            group["lr"] = lr  # the restored schedule's LR (loading a scheduler leaves the optimizer's as built)
         resumed_precision = trainer.get("mixed_precision")
         if trainer.get("compact"):
             report(progress, task.name, start_step, tc.max_steps,
@@ -252,9 +255,12 @@ def _setup(task: Task, cfg: RunConfig, out: Path, acc: Accelerator, resume: bool
         report(progress, task.name, 0, tc.max_steps, note="no complete checkpoint to resume: starting at step 0")
     else:
         report(progress, task.name, start_step, tc.max_steps)
-    return _Run(task=task, cfg=cfg, tc=tc, out=out, acc=acc, progress=progress, sched=sched, ema=ema,
-                ema_model=ema_model, precision=precision, mixed_precision=precision.chosen, log_path=log_path,
-                step=start_step, nonfinite_total=nonfinite_total)
+    rewarm = start_step if ckpt is not None and trainer.get("compact") and tc.warmup_steps > 0 else None
+    run = _Run(task=task, cfg=cfg, tc=tc, out=out, acc=acc, progress=progress, sched=sched, ema=ema,
+               ema_model=ema_model, precision=precision, mixed_precision=precision.chosen, log_path=log_path,
+               step=start_step, nonfinite_total=nonfinite_total, rewarm_from=rewarm)
+    _rewarm(run)  # the first step's LR too
+    return run
 
 
 def _micro_batches(run: _Run) -> tuple[list[torch.Tensor], dict[str, float], bool]:
@@ -307,9 +313,25 @@ def _optimizer_step(run: _Run, skipped: bool) -> float | None:
         opt.zero_grad(set_to_none=True)
     run.sched.step()
     run.step += 1
+    _rewarm(run)
     if run.ema is not None:
         run.ema.step(acc.unwrap_model(task.model).parameters())
     return grad_norm
+
+
+def _rewarm(run: _Run) -> None:
+    """After a compact checkpoint (no Adam moments), scale the scheduled LR by k / warmup_steps over the first
+    ``warmup_steps`` steps k since the resume: a fresh Adam's first updates are ~lr per weight whatever the
+    gradient, which would shake a trained model (its EMA too). The scheduler sets the LR afresh every step, so
+    the scale never compounds."""
+    if run.rewarm_from is None:
+        return
+    k = run.step - run.rewarm_from
+    if k >= run.tc.warmup_steps:
+        run.rewarm_from = None
+        return
+    for group in run.task.optimizer.param_groups:
+        group["lr"] *= (k + 1) / run.tc.warmup_steps
 
 
 def _one_step(run: _Run) -> None:
@@ -342,7 +364,7 @@ def _log_row(run: _Run, loss_val: float, terms: dict[str, float], grad_norm: flo
     now = time.perf_counter()
     row = {"step": run.step, "seconds": round(now - run.t0, 3), "loss": loss_val,
            **{k: v for k, v in terms.items() if k != "loss"},
-           "lr": run.sched.get_last_lr()[0], "grad_norm": grad_norm,
+           "lr": run.task.optimizer.param_groups[0]["lr"], "grad_norm": grad_norm,
            "images_per_s": run.imgs_since / max(now - run.t_last, 1e-9), "nonfinite_total": run.nonfinite_total,
            **extra}
     with open(run.log_path, "a") as f:

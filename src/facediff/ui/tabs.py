@@ -46,6 +46,16 @@ def region_masks(editor, width: int, height: int) -> list[tuple[str, np.ndarray]
     return out
 
 
+def painted_summary(editor) -> str:
+    """The regions a canvas holds, as the Compose tab shows them under it while one paints: each colour's share
+    of the canvas, so a stray stroke in a second colour is seen before it becomes a face."""
+    masks = region_masks(editor, 96, 32)
+    if not masks:
+        return "No region painted yet: each brush colour is one region."
+    shares = ", ".join(f"{name} ({100 * float((m > 0).mean()):.0f} %)" for name, m in masks)
+    return f"{len(masks)} region{'s' if len(masks) > 1 else ''}: {shares}"
+
+
 def image_conditions(cell: str, uploads: dict[str, str], image_kinds: list[str], region: str) -> dict[str, str]:
     """A region row's image-condition cell -> {kind: uploaded file}: "FILE" for a model's only image kind
     (sketch or mask), "KIND=FILE" to choose; FILE is the name of a file uploaded beside the table."""
@@ -155,6 +165,7 @@ def compose_tab(gr, server, state) -> None:
             mode = gr.Radio(["regions", "panorama"], value="regions", label="Mode", elem_id="fd-c-mode")
             canvas = gr.ImageEditor(label="Regions: paint each region in its own colour", canvas_size=(768, 256),
                                     brush=brush, format="png", type="numpy", elem_id="fd-c-canvas")
+            painted = gr.Markdown(painted_summary(None), elem_id="fd-c-painted")
             table = gr.Dataframe(headers=["region", "prompt", "attributes", "sketch / mask"], elem_id="fd-c-table",
                                  value=[[name, "", "", ""] for name, _ in REGION_COLOURS], column_count=(4, "fixed"),
                                  row_count=(len(REGION_COLOURS), "fixed"), interactive=True,
@@ -184,6 +195,8 @@ def compose_tab(gr, server, state) -> None:
             result = gr.Image(label="Result (PNG with settings)", interactive=False, format="png", elem_id="fd-c-result")
             masks_view = gr.Image(label="Regions over the result", interactive=False, format="png")
     stop.click(lambda s: s.stop.set(), inputs=[state], queue=False)
+    canvas.change(painted_summary, inputs=[canvas], outputs=[painted], queue=False, show_progress="hidden",
+                  trigger_mode="always_last")
 
     def run(model_path, mode_name, editor, rows, files, bgp, bga, w, h, circ, smp, n_steps, g, sd, boot, session,
             progress=gr.Progress()):
