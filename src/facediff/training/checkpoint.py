@@ -111,12 +111,18 @@ def _write_files(tmp: Path, model: nn.Module, ema: nn.Module | None, optimizer: 
             save_file(t, str(tmp / f"{mname}.optimizer.safetensors"))
             trainer.setdefault("extra_optimizers", {})[mname] = meta
     (tmp / "trainer.json").write_text(json.dumps(trainer, indent=1))
-    files = {f.name: {"size": f.stat().st_size, "sha256": _sha256(f)} for f in sorted(tmp.iterdir())}
-    for f in tmp.iterdir():
+    _write_manifest(tmp, step)
+
+
+def _write_manifest(folder: Path, step: int) -> None:
+    """Flush every file of ``folder``, then write its manifest (size and SHA-256 of each): the mark of a
+    complete checkpoint, so it goes last."""
+    files = {f.name: {"size": f.stat().st_size, "sha256": _sha256(f)} for f in sorted(folder.iterdir())}
+    for f in folder.iterdir():
         with open(f, "rb") as fh:
             os.fsync(fh.fileno())
-    (tmp / MANIFEST).write_text(json.dumps({"step": step, "files": files}, indent=1))
-    _fsync_dir(tmp)
+    (folder / MANIFEST).write_text(json.dumps({"step": step, "files": files}, indent=1))
+    _fsync_dir(folder)
 
 
 def save_checkpoint(run_dir: Path, step: int, model: nn.Module, ema: nn.Module | None,
@@ -254,8 +260,7 @@ def compact_checkpoint(run_dir: Path, out_dir: Path) -> Path:
                       str(dst / name))
     trainer = json.loads((ckpt / "trainer.json").read_text())
     (dst / "trainer.json").write_text(json.dumps({**trainer, "compact": True}, indent=1))
-    files = {f.name: {"size": f.stat().st_size, "sha256": _sha256(f)} for f in sorted(dst.iterdir())}
-    (dst / MANIFEST).write_text(json.dumps({"step": trainer["step"], "files": files}, indent=1))
+    _write_manifest(dst, trainer["step"])
     for name in ("config.json", "logs/metrics.jsonl"):
         if (Path(run_dir) / name).is_file():
             (Path(out_dir) / name).parent.mkdir(parents=True, exist_ok=True)
