@@ -66,16 +66,25 @@ def main() -> None:
             canvas[40:230, x0:x1] = (*REGION_COLOURS[k][1], 255)
         regions = Path(tempfile.mkdtemp()) / "regions.png"
         Image.fromarray(canvas, "RGBA").save(regions)
+        page.wait_for_selector("#fd-c-canvas canvas", state="visible", timeout=60000)  # the editor is drawn
+        page.wait_for_timeout(2000)
         page.set_input_files("#fd-c-canvas input[type=file]", str(regions))
         try:
-            for _ in range(5):  # the editor may not hold the upload yet under load: it says so, and we click again
-                page.wait_for_timeout(1500)
-                page.click("#fd-c-go")
-                page.wait_for_function("(t => t.startsWith('done') || t.includes('paint at least one region'))"
-                                       "(document.querySelector('#fd-c-status').innerText)", timeout=240000)
-                if page.inner_text("#fd-c-status").startswith("done"):
+            # the readout under the canvas names the regions the server holds; the editor now and then sends
+            # its value before the upload is drawn: a red stroke (the first colour) sends it again
+            for attempt in range(4):
+                try:
+                    _wait(page, "fd-c-painted", "3 regions", 20)
                     break
-            _wait(page, "fd-c-status", "done", 10)
+                except Exception:  # noqa: BLE001 — playwright's TimeoutError: stroke, then wait again
+                    box = page.locator("#fd-c-canvas canvas").first.bounding_box()
+                    x, y = box["x"] + box["width"] * (0.2 + 0.01 * attempt), box["y"] + box["height"] / 2
+                    page.mouse.move(x, y)
+                    page.mouse.down()
+                    page.mouse.move(x + 6, y, steps=3)
+                    page.mouse.up()
+            page.click("#fd-c-go")
+            _wait(page, "fd-c-status", "done", 240)
         finally:
             page.screenshot(path=str(out / "compose.png"), full_page=True)
         page.wait_for_timeout(1000)

@@ -252,4 +252,4 @@ def test_the_canvas_readout_names_each_painted_colour_and_its_share():
     rgba[16:, :48] = (200, 200, 200, 0)  # transparent
     rgba[:, 72:] = (250, 250, 250, 255)  # white paper: not a region
     assert painted_summary({"composite": rgba}) == "2 regions: red (25 %), green (25 %)"
-    assert painted_summary({"composite": None, "layers": [], "background": None}).startswith("No region painted")
+    assert painted_summary({"composite": None, "layers": [], "background": None}).startswith("No region received")

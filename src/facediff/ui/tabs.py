@@ -51,7 +51,7 @@ def painted_summary(editor) -> str:
     of the canvas, so a stray stroke in a second colour is seen before it becomes a face."""
     masks = region_masks(editor, 96, 32)
     if not masks:
-        return "No region painted yet: each brush colour is one region."
+        return "No region received yet: each brush colour is one region."
     shares = ", ".join(f"{name} ({100 * float((m > 0).mean()):.0f} %)" for name, m in masks)
     return f"{len(masks)} region{'s' if len(masks) > 1 else ''}: {shares}"
 
@@ -195,8 +195,11 @@ def compose_tab(gr, server, state) -> None:
             result = gr.Image(label="Result (PNG with settings)", interactive=False, format="png", elem_id="fd-c-result")
             masks_view = gr.Image(label="Regions over the result", interactive=False, format="png")
     stop.click(lambda s: s.stop.set(), inputs=[state], queue=False)
-    canvas.change(painted_summary, inputs=[canvas], outputs=[painted], queue=False, show_progress="hidden",
-                  trigger_mode="always_last")
+    # the editor may send its value before an upload is drawn (then nothing more until the next stroke): Compose
+    # refreshes the readout with the value it runs on too
+    for trigger in (canvas.change, go.click):
+        trigger(painted_summary, inputs=[canvas], outputs=[painted], queue=False, show_progress="hidden",
+                trigger_mode="always_last")
 
     def run(model_path, mode_name, editor, rows, files, bgp, bga, w, h, circ, smp, n_steps, g, sd, boot, session,
             progress=gr.Progress()):
