@@ -320,10 +320,9 @@ def _optimizer_step(run: _Run, skipped: bool) -> float | None:
 
 
 def _rewarm(run: _Run) -> None:
-    """After a compact checkpoint (no Adam moments), scale the scheduled LR by k / warmup_steps over the first
-    ``warmup_steps`` steps k since the resume: a fresh Adam's first updates are ~lr per weight whatever the
-    gradient, which would shake a trained model (its EMA too). The scheduler sets the LR afresh every step, so
-    the scale never compounds."""
+    """After a compact checkpoint (no Adam moments), scale the scheduled LR by (k + 1) / warmup_steps for the
+    first steps k since the resume: a fresh Adam moves every weight by ~lr at first, which would shake a trained
+    model. The scheduler sets the LR afresh each step, so the scale never compounds."""
     if run.rewarm_from is None:
         return
     k = run.step - run.rewarm_from
