@@ -44,6 +44,7 @@ def main() -> None:
     from playwright.sync_api import sync_playwright
 
     from facediff.ui.app import launch
+    from facediff.ui.drive import upload_regions
     from facediff.ui.tabs import REGION_COLOURS
 
     out = Path(a.out)
@@ -68,21 +69,8 @@ def main() -> None:
         Image.fromarray(canvas, "RGBA").save(regions)
         page.wait_for_selector("#fd-c-canvas canvas", state="visible", timeout=60000)  # the editor is drawn
         page.wait_for_timeout(2000)
-        page.set_input_files("#fd-c-canvas input[type=file]", str(regions))
         try:
-            # the readout under the canvas names the regions the server holds; the editor now and then sends
-            # its value before the upload is drawn: a red stroke (the first colour) sends it again
-            for attempt in range(4):
-                try:
-                    _wait(page, "fd-c-painted", "3 regions", 20)
-                    break
-                except Exception:  # noqa: BLE001 — playwright's TimeoutError: stroke, then wait again
-                    box = page.locator("#fd-c-canvas canvas").first.bounding_box()
-                    x, y = box["x"] + box["width"] * (0.2 + 0.01 * attempt), box["y"] + box["height"] / 2
-                    page.mouse.move(x, y)
-                    page.mouse.down()
-                    page.mouse.move(x + 6, y, steps=3)
-                    page.mouse.up()
+            upload_regions(page, regions, "3 regions")  # uploads, waits for the readout (a stroke if needed)
             page.click("#fd-c-go")
             _wait(page, "fd-c-status", "done", 240)
         finally:

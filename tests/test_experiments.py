@@ -20,7 +20,7 @@ EXPECTED = {
     "oracle": (5, ["seed 002 (CelebA-Dialog, paper)", "82.85 %"]),
     "seed000": (3, ["seed 000 (Danbooru faces, paper)", "25.31", "sketch fidelity: edge F1"]),
     "sweep-isolation": (5, ["| smiling |", "eyeglasses changes", "Target <= 3%"]),
-    "default-models": (4, ["| default_model | attr-64 |", "| compose_model | compose-64 |", "sketch edge F1", "parsing mIoU", "<= 1.3x the floor"]),
+    "default-models": (5, ["| default_model | attr-64 |", "| compose_model | compose-64 |", "| text_model | t2i-64 |", "prompt hair colour", "sketch edge F1", "parsing mIoU", "<= 1.3x the floor"]),
 }
 
 

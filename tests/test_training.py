@@ -103,6 +103,8 @@ def test_resume_from_a_compact_checkpoint_warms_the_fresh_optimizer_up_again(tmp
     first = [0.25e-3, 0.5e-3, 0.75e-3, 1e-3, 1e-3]  # warm-up k / 4, then constant
     assert lrs(full) == pytest.approx(first + [1e-3, 1e-3, 1e-3])
     assert lrs(tmp_path / "packed") == pytest.approx(first + [0.5e-3, 0.75e-3, 1e-3])
+    # the resumed run's overrides are its config now: a later --resume without them keeps them
+    assert json.loads((full / "config.json").read_text())["train"]["max_steps"] == 8
 
 
 def test_interrupted_checkpoint_leaves_previous_loadable(tiny_run, tmp_path):

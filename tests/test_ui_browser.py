@@ -137,6 +137,7 @@ def test_dropping_a_png_restores_its_settings(chromium, app_url, tmp_path):
 
 
 def test_compose_two_painted_regions(chromium, app_url, tmp_path):
+    from facediff.ui.drive import upload_regions
     from facediff.ui.tabs import REGION_COLOURS
 
     canvas = np.zeros((64, 192, 4), np.uint8)
@@ -145,24 +146,8 @@ def test_compose_two_painted_regions(chromium, app_url, tmp_path):
     Image.fromarray(canvas, "RGBA").save(tmp_path / "regions.png")
     page = _open(chromium, app_url)
     page.get_by_role("tab", name="Compose").click()
-    page.wait_for_selector("#fd-c-canvas canvas", state="visible", timeout=60000)  # its drawing surface
-    page.set_input_files("#fd-c-canvas input[type=file]", str(tmp_path / "regions.png"))
-    box = page.locator("#fd-c-canvas canvas").first.bounding_box()
-    for attempt in range(4):
-        try:  # the readout comes from the server: once it names both colours, the server holds the canvas
-            page.wait_for_function("document.querySelector('#fd-c-painted').innerText.startsWith('2 regions')",
-                                   timeout=20000)
-            break
-        except sync_api.TimeoutError:
-            # headless Chromium's editor now and then sends its value before the upload is drawn (an empty
-            # canvas) and then nothing more; a user's next stroke sends it again, so the test draws one: a
-            # short red line (the first brush colour), which leaves the two regions two
-            x, y = box["x"] + box["width"] * (0.45 + 0.02 * attempt), box["y"] + box["height"] / 2
-            page.mouse.move(x, y)
-            page.mouse.down()
-            page.mouse.move(x + 8, y, steps=4)
-            page.mouse.up()
-    assert page.inner_text("#fd-c-painted").startswith("2 regions: red"), page.inner_text("#fd-c-painted")
+    readout = upload_regions(page, tmp_path / "regions.png", "2 regions")
+    assert readout.startswith("2 regions: red"), readout
     page.locator("#fd-c-go").click()
     page.wait_for_function("(t => t.startsWith('done') || t.includes('Error'))"
                            "(document.querySelector('#fd-c-status').innerText)", timeout=300000)

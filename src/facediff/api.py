@@ -94,6 +94,20 @@ def train_parser(data: str | Path, out: str | Path, *, steps: int = 4000, batch_
                          time_budget_s=None if budget_minutes is None else budget_minutes * 60)
 
 
+def train_text_encoder(data: str | Path, out: str | Path, *, config: str | Path | None = None, steps: int = 3000,
+                       batch_size: int = 128, lr: float = 1e-3, seed: int = 0, budget_minutes: float | None = None,
+                       eval_every: int = 250, resume: bool = False, progress: Progress | None = None) -> dict[str, Any]:
+    """Pretrain a t2i model's text encoder on what free captions of a SynthFaces set say (``config``: a preset or
+    TOML whose [text] section sets the encoder; default t2i-64); writes OUT/text_encoder for a t2i run's
+    ``--set text.encoder=OUT/text_encoder``."""
+    from facediff.config import load_config
+    from facediff.training.text_encoder import train_text_encoder as _train
+
+    return _train(data, out, text=load_config(config or "t2i-64").text, steps=steps, batch_size=batch_size, lr=lr,
+                  seed=seed, eval_every=eval_every, resume=resume, progress=progress,
+                  time_budget_s=None if budget_minutes is None else budget_minutes * 60)
+
+
 # ----------------------------------------------------------------------------------------------- sample
 def load(model: str | Path | None = None, device: str = "auto", *, text: bool = False,
          lora: str | Path | None = None, lora_scale: float = 1.0):

@@ -9,8 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 # ------------------------------------------------------------------------------------------- training
-KINDS: tuple[str, ...] = ("ddpm", "autoencoder", "ldm", "t2i", "lora", "estimator",
-                          "parser")  # what `facediff train KIND` trains (parser: the face-parsing mask oracle)
+KINDS: tuple[str, ...] = ("ddpm", "autoencoder", "ldm", "t2i", "lora", "estimator", "parser",
+                          "text_encoder")  # what `facediff train KIND` trains (parser: the face-parsing mask
+# oracle; text_encoder: a t2i model's text encoder, pretrained on what captions say)
 CONDITIONING: tuple[str, ...] = ("none", "attributes", "text")  # [model] conditioning of a denoiser
 SCHEDULES: tuple[str, ...] = ("linear", "scaled_linear", "cosine")  # [diffusion] schedule (beta_t)
 PREDICTION_TYPES: tuple[str, ...] = ("epsilon", "v_prediction", "sample")  # [diffusion] network target
@@ -82,7 +83,7 @@ RECIPES: dict[str, RecipeInfo] = {
                                   "attribute changes another (oracle-read, same seeds)", 10.0, False),
     # the bundled 64 px models: 184 min autoencoder + 107 min per latent model on one AMX thread
     "default-models": RecipeInfo("issue 26", "kl-f4-64 autoencoder + attribute / sketch / mask / composition "
-                                 "models at 64 px (the bundled ones), each measured on n = 512 held-out faces",
+                                 "/ text models at 64 px (the bundled ones), each measured on n = 512 held-out faces",
                                  720.0, True),
 }
 

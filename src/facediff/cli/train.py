@@ -69,6 +69,8 @@ def train_ldm(autoencoder: Optional[Path] = typer.Option(None, help="trained aut
 @train_app.command("t2i")
 @user_errors
 def train_t2i(autoencoder: Optional[Path] = typer.Option(None, help="trained autoencoder run or export dir"),
+              text_encoder: Optional[Path] = typer.Option(None, help="pretrained text encoder, taken frozen "
+                                                          "(OUT/text_encoder of `train text-encoder`)"),
               config: Optional[str] = typer.Option(None, help="preset name (e.g. t2i-64, tiny-t2i) or TOML file"),
               set_: List[str] = typer.Option([], "--set", help="override: section.key=value"),
               data: Optional[Path] = typer.Option(None, help="prepared data set with captions (default: SynthFaces)"),
@@ -79,6 +81,7 @@ def train_t2i(autoencoder: Optional[Path] = typer.Option(None, help="trained aut
     Tokenizer from the captions, CLIP text encoder, cross-attention U-Net; the export is a plain
     Stable Diffusion pipeline folder."""
     extra = [f"latent.autoencoder={autoencoder}"] if autoencoder else []
+    extra += [f"text.encoder={text_encoder}"] if text_encoder else []
     _train("t2i", config, extra + list(set_), out, resume, data)
 
 
@@ -173,3 +176,29 @@ def train_parser(data: Path = typer.Option(..., help="prepared data set with mas
                                budget_minutes=budget_minutes, eval_every=eval_every, heldout_n=heldout_n,
                                lowres_p=lowres_p, precision=precision.value, resume=resume, progress=rep)
     typer.echo(json.dumps(res.get("heldout", res.get("val", {})), indent=1, default=str)[:4000])
+
+
+@train_app.command("text-encoder")
+@user_errors
+def train_text_encoder(data: Path = typer.Option(..., help="prepared SynthFaces set (its labels.jsonl)"),
+                       out: Path = typer.Option(..., help="output directory (OUT/text_encoder, OUT/metrics.json)"),
+                       config: Optional[str] = typer.Option(None, help="preset or TOML whose [text] section sets "
+                                                            "the encoder (default t2i-64)"),
+                       steps: int = typer.Option(3000, help="optimizer steps"),
+                       batch_size: int = typer.Option(128, help="captions per step"),
+                       lr: float = typer.Option(1e-3, help="AdamW learning rate (cosine to 0)"),
+                       seed: int = typer.Option(0, help="seed"),
+                       budget_minutes: Optional[float] = typer.Option(None, help="stop after this many minutes"),
+                       eval_every: int = typer.Option(250, help="steps between validations (and checkpoints)"),
+                       resume: bool = typer.Option(False, "--resume", help=RESUME_HELP)):
+    """Pretrain the text encoder of a text-to-face model.
+
+    Free-phrased captions (negation, tags, numbers, partial) of SynthFaces labels; a t2i run takes the result
+    frozen: --set text.encoder=OUT/text_encoder."""
+    from facediff import api
+
+    with Reporter() as rep:
+        res = api.train_text_encoder(data, out, config=config, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
+                                     budget_minutes=budget_minutes, eval_every=eval_every, resume=resume,
+                                     progress=rep)
+    typer.echo(json.dumps(res.get("val", res), indent=1, default=str)[:4000])

@@ -3,14 +3,15 @@
 Trains, within the budget and in this order, what ``src/facediff/assets`` ships at 64 px: the kl-f4-64
 autoencoder, then on its latents the attribute model (``attr-64``, the default model), the sketch model
 (``sketch-64``), the mask model (``mask-64``) and the composition model (``compose-64``: attributes + where the
-faces are, on SynthFaces scenes), each from its preset, on mixed-style SynthFaces (seed 0); then
-measures each with ``facediff eval`` on held-out SynthFaces of seed 7 (n images, FD against a real-vs-real floor
-of as many images) beside the targets of issue 26. The text model (``t2i-64``) is not part of it: it needs GPU
-time to reach anything useful (its preset says how it was trained).
+faces are, on SynthFaces scenes) and the text model (``t2i-64``: its text encoder pretrained on free captions
+first, ``facediff train text-encoder``, then taken frozen), each from its preset, on mixed-style SynthFaces
+(seed 0); then measures each with ``facediff eval`` on held-out SynthFaces of seed 7 (n images, FD against a
+real-vs-real floor of as many images; the text model prompted with their captions) beside the targets of issue 26.
 
-Budget: the autoencoder gets 30 % of the training time, each latent model a quarter of the rest; 85 % of the
-budget trains, 15 % measures. The default, 720 minutes (12 h on one thread of an AMX CPU: 184 min autoencoder,
-107 min per latent model), is about what the bundled models had (130 min autoencoder, 70-130 min per model).
+Budget: the autoencoder gets 30 % of the training time, each of the five models a fifth of the rest (the text
+encoder's pretraining, ~10 minutes, comes out of the text model's); 85 % of the budget trains, 15 % measures.
+The default, 720 minutes (12 h on one thread of an AMX CPU: 184 min autoencoder, 86 min per model), is about
+what the bundled models had (130 min autoencoder, 70-173 min per model).
 A run that stops resumes where its models stand (a finished model is not retrained). Each export lands in
 ``OUT/runs/<name>/export``: copy it into ``src/facediff/assets/<name>`` and record its numbers with
 ``scripts/record_quality.py``.
@@ -26,7 +27,9 @@ from facediff.experiments.common import Ctx, config_path, finish, fmt, md_table
 LATENT_MODELS = (("default_model", "attr-64", "", None),
                  ("sketch_model", "sketch-64", ",sketch", ("sketch", "edge_f1", "sketch edge F1")),
                  ("mask_model", "mask-64", ",parsing", ("parsing", "miou", "parsing mIoU")),
-                 ("compose_model", "compose-64", "", None))  # renders its own scenes (the preset's synth_layout)
+                 ("compose_model", "compose-64", "", None),  # renders its own scenes (the preset's synth_layout)
+                 ("text_model", "t2i-64", ",prompt", ("prompt", "hair_colour", "prompt hair colour")))
+TEXT_ENCODER_STEPS = 800  # `facediff train text-encoder` steps of 128 captions (~10 min; held-out rows then read ~100 %)
 TRAIN_SHARE, AE_SHARE = 0.85, 0.30
 
 
@@ -53,6 +56,28 @@ def _train(ctx: Ctx, kind: str, preset: str, run: Path, minutes: float, extra: l
     train(kind, config_path(preset), run, overrides=over, resume=resume, progress=ctx.progress)
 
 
+def _number(value):
+    """A metric's number: itself, or the ``accuracy`` of a per-value table (prompt hair colour)."""
+    return value["accuracy"] if isinstance(value, dict) else value
+
+
+def _text_encoder(ctx: Ctx, data: Path) -> list[str]:
+    """Pretrain the text model's encoder once (resumed if stopped); the t2i overrides that take it frozen."""
+    from facediff.config import load_config
+    from facediff.training.text_encoder import train_text_encoder
+
+    run = ctx.out / "runs" / "text_encoder"
+    folder = run / "text_encoder"
+    if not (folder / "model.safetensors").is_file():
+        text = load_config("tiny-t2i" if ctx.tiny else "t2i-64").text
+        ctx.say(f"pretraining the text encoder ({2 if ctx.tiny else TEXT_ENCODER_STEPS} steps)")
+        train_text_encoder(data, run, text=text, steps=2 if ctx.tiny else TEXT_ENCODER_STEPS,
+                           batch_size=8 if ctx.tiny else 128, eval_every=2 if ctx.tiny else 250,
+                           resume=(run / "state").is_dir(), progress=ctx.progress)
+    return [f"text.encoder={folder}"] + ([f"text.max_length={load_config('tiny-t2i').text.max_length}"]
+                                         if ctx.tiny else [])
+
+
 def run_default_models(ctx: Ctx) -> dict[str, Any]:
     from facediff.evaluation.evaluate import evaluate
 
@@ -72,18 +97,24 @@ def run_default_models(ctx: Ctx) -> dict[str, Any]:
         tiny = ["model.block_out_channels=[8,16]", "model.attention_resolutions=[]", "model.norm_num_groups=4",
                 "train.batch_size=4"] if ctx.tiny else []
         data = scenes if preset == "compose-64" else size
-        _train(ctx, "ldm", preset, run, left / (len(LATENT_MODELS) - i), data + [f"latent.autoencoder={ae}"] + tiny)
+        kind, extra = "ldm", []
+        if preset.startswith("t2i"):
+            kind, extra = "t2i", _text_encoder(ctx, train_data) + ["text.caption_mode=free"]
+            tiny += ["model.attention_resolutions=[2]", "model.attention_head_dim=8"] if ctx.tiny else []  # cross-attn
+        _train(ctx, kind, preset, run, left / (len(LATENT_MODELS) - i),
+               data + [f"latent.autoencoder={ae}"] + tiny + extra)
         models[name] = run
     n = ctx.n_eval or (8 if ctx.tiny else 512)
     rows, arms, grids, floors = [], [], {}, None
     for name, preset, metrics, own in LATENT_MODELS:
         ctx.say(f"measuring {name} on {n} held-out faces")
         m = evaluate(models[name], eval_data, metrics="fd,attr,faces" + metrics, n=n, steps=ctx.steps(25),
-                     out=ctx.out / "evals" / name, progress=ctx.progress)
+                     prompts="caption", out=ctx.out / "evals" / name, progress=ctx.progress)
         f = m["floor_real_vs_real"]
         floors = floors or f
         per = m.get("attr", {}).get("per_attribute", {})
-        own_txt = "" if own is None else (f"{own[2]} {fmt(m[own[0]][own[1]])} (real {fmt(f[own[0]][own[1]])})")
+        own_txt = "" if own is None else (f"{own[2]} {fmt(_number(m[own[0]][own[1]]))} "
+                                          f"(real {fmt(_number(f[own[0]][own[1]]))})")
         rows.append([name, preset, fmt(m.get("attr", {}).get("accuracy"), "pct"),
                      fmt(min((v["accuracy"] for v in per.values()), default=None), "pct"),
                      f"{fmt(m['fd_oracle'])} ({fmt(m['fd_oracle'] / f['fd_oracle'])}x floor {fmt(f['fd_oracle'])})",

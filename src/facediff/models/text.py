@@ -89,9 +89,9 @@ def load_pretrained_tokenizer(spec: str, max_length: int):
 
 def load_pretrained_encoder(spec: str, max_length: int):
     """(tokenizer, frozen text encoder) of ``[text] encoder`` = "minilm" or a folder; the tokenizer pads and
-    truncates to ``max_length`` tokens. The encoder's config gets ``use_attention_mask = True``, the flag by
-    which ``StableDiffusionPipeline.encode_prompt`` passes the padding mask (a BERT encoder needs it; CLIP's
-    causal encoder is used without one), so an export encodes prompts as facediff does."""
+    truncates to ``max_length`` tokens. A bidirectional encoder's config gets ``use_attention_mask = True``, the
+    flag by which ``StableDiffusionPipeline.encode_prompt`` passes the padding mask (a BERT encoder needs it;
+    CLIP's causal encoder is used without one), so an export encodes prompts as facediff does."""
     from transformers import AutoModel
     from transformers.utils import logging as hf_logging
 
@@ -106,7 +106,8 @@ def load_pretrained_encoder(spec: str, max_length: int):
     finally:
         if was:
             hf_logging.enable_progress_bar()
-    encoder.config.use_attention_mask = True
+    # A causal CLIP text encoder (e.g. one of `facediff train text-encoder`) is used without a mask, as SD uses CLIP
+    encoder.config.use_attention_mask = encoder.config.model_type != "clip_text_model"
     encoder.requires_grad_(False).eval()
     return tokenizer, encoder
 

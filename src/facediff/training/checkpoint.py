@@ -218,7 +218,8 @@ def load_checkpoint(path: Path, model: nn.Module, ema: nn.Module | None, optimiz
                     lr_scheduler: Any | None,
                     extra_modules: dict[str, tuple[nn.Module, torch.optim.Optimizer | None]] | None = None
                     ) -> dict[str, Any]:
-    """Restore weights, EMA, optimizer, LR scheduler (and ``extra_modules``) in place; returns trainer.json."""
+    """Restore weights, EMA, optimizer, LR scheduler (and ``extra_modules``) in place, the optimizer at the
+    restored schedule's LR; returns trainer.json."""
     try:
         trainer = json.loads((path / "trainer.json").read_text())
     except (OSError, ValueError):
@@ -231,6 +232,9 @@ def load_checkpoint(path: Path, model: nn.Module, ema: nn.Module | None, optimiz
         _optimizer_from_flat(optimizer, load_file(str(path / "optimizer.safetensors")), trainer["optimizer"])
     if lr_scheduler is not None:
         lr_scheduler.load_state_dict(trainer["lr_scheduler"])
+        if optimizer is not None:  # loading a scheduler leaves the optimizer's LR as it was built
+            for group, lr in zip(optimizer.param_groups, lr_scheduler.get_last_lr()):
+                group["lr"] = lr
     for mname, (module, mopt) in (extra_modules or {}).items():
         f = path / f"{mname}.safetensors"
         if not f.is_file():

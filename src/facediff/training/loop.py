@@ -192,8 +192,8 @@ def _train(task: Task, cfg: RunConfig, out: Path, acc: Accelerator, resume: bool
 
 
 def _build(task: Task, cfg: RunConfig, out: Path, acc: Accelerator, resume: bool) -> RunConfig:
-    """The run's folders, its data set and ``task.build`` (each on the main process first), config.json (new
-    runs only); the config as the task resolved it."""
+    """The run's folders, its data set and ``task.build`` (each on the main process first), config.json (a
+    resumed run's too: its --set overrides hold for the next resume); the config as the task resolved it."""
     if acc.is_main_process:
         for sub in ("state", "export", "logs", "samples", "cache"):
             (out / sub).mkdir(parents=True, exist_ok=True)
@@ -201,7 +201,7 @@ def _build(task: Task, cfg: RunConfig, out: Path, acc: Accelerator, resume: bool
         data_path = resolve_dataset(cfg.data, out / "cache")
     with acc.main_process_first():  # caches written by a task (e.g. encoded latents) are written once
         task.build(acc, data_path)
-    if acc.is_main_process and not resume:
+    if acc.is_main_process:
         save_config(task.cfg if hasattr(task, "cfg") else cfg, out / "config.json")
     return getattr(task, "cfg", cfg)  # a task may resolve fields (e.g. the latent scale)
 
@@ -226,8 +226,6 @@ def _setup(task: Task, cfg: RunConfig, out: Path, acc: Accelerator, resume: bool
         trainer = load_checkpoint(ckpt, task.model, ema_model, task.optimizer, sched,
                                   extra_modules=task.extra_modules())
         start_step, nonfinite_total = trainer["step"], trainer.get("nonfinite_total", 0)
-        for group, lr in zip(task.optimizer.param_groups, sched.get_last_lr()):
-            group["lr"] = lr  # the restored schedule's LR (loading a scheduler leaves the optimizer's as built)
         resumed_precision = trainer.get("mixed_precision")
         if trainer.get("compact"):
             report(progress, task.name, start_step, tc.max_steps,

@@ -37,8 +37,9 @@ def train(kind: str, config: str | Path | RunConfig | None, out: str | Path, *, 
           resume: bool = False, progress: Progress | None = None) -> dict[str, Any]:
     """Train a model of ``kind`` into run directory ``out``; returns the run summary."""
     check_choice("kind", kind, KINDS)
-    if kind in ("estimator", "parser"):  # trained by training/estimator.py, training/parser.py with own options
-        raise FacediffError(f"kind {kind!r} takes its own options: use `facediff train {kind} --data ...`")
+    if kind in ("estimator", "parser", "text_encoder"):  # training/estimator.py, parser.py, text_encoder.py
+        raise FacediffError(f"kind {kind!r} takes its own options: use `facediff train {kind.replace('_', '-')} "
+                            "--data ...`")
     out = Path(out)
     cfg = run_config(kind, config, out, overrides, resume)
     if kind == "autoencoder":
