@@ -109,7 +109,7 @@ def run_default_models(ctx: Ctx) -> dict[str, Any]:
     for name, preset, metrics, own in LATENT_MODELS:
         ctx.say(f"measuring {name} on {n} held-out faces")
         m = evaluate(models[name], eval_data, metrics="fd,attr,faces" + metrics, n=n, steps=ctx.steps(25),
-                     prompts="caption", out=ctx.out / "evals" / name, progress=ctx.progress)
+                     out=ctx.out / "evals" / name, progress=ctx.progress)
         f = m["floor_real_vs_real"]
         floors = floors or f
         per = m.get("attr", {}).get("per_attribute", {})

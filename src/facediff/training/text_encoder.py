@@ -31,6 +31,7 @@ from torch import nn
 
 from facediff.config import ATTRIBUTES, RunConfig, TextConfig
 from facediff.data.captions import parse_caption
+from facediff.data.free_text import free_caption
 from facediff.data.synth import HAIR_COLOURS
 from facediff.data.synth_text import HAIR_LENGTH_WORDS
 from facediff.errors import FacediffError
@@ -103,11 +104,10 @@ class TextEncoderTask(Task):
         self.curve: list[dict[str, Any]] = []
 
     def build(self, acc: Accelerator, data_path: Path) -> None:
-        from facediff.data.free_text import free_caption
         from facediff.data.prepared import PreparedDataset
         from facediff.data.synth_text import caption_heldout
         from facediff.models.text import build_text_encoder
-        from facediff.training.text import tokenizer_for_run
+        from facediff.training.text import free_captions_sample, tokenizer_for_run
 
         labels = PreparedDataset(data_path).labels
         need = ("attributes", "gender", "style", "hair_colour", "hair_length")
@@ -119,12 +119,10 @@ class TextEncoderTask(Task):
         self.train_rows = [rows[i] for i in idx[idx % 10 != 0]]
         val_rows = [rows[i] for i in idx[idx % 10 == 0]]
         rng = np.random.default_rng(1)
-        self.val = {"free": [free_caption(r, rng) for r in val_rows],
-                    "heldout_templates": [caption_heldout(style=r["style"], gender=r["gender"],
-                                                          attributes=r["attributes"], hair_colour=r["hair_colour"],
-                                                          hair_length=r["hair_length"], rng=rng) for r in val_rows]}
-        from facediff.training.text import free_captions_sample
-
+        val_texts = {"free": [free_caption(r, rng) for r in val_rows],
+                     "heldout_templates": [caption_heldout(style=r["style"], gender=r["gender"],
+                                                           attributes=r["attributes"], hair_colour=r["hair_colour"],
+                                                           hair_length=r["hair_length"], rng=rng) for r in val_rows]}
         vocab_text = [r.get("caption", "") for r in self.train_rows] + free_captions_sample(self.train_rows)
         self.tokenizer = tokenizer_for_run(self.cfg, vocab_text, self.out)
         tc = self.cfg.text
@@ -134,7 +132,10 @@ class TextEncoderTask(Task):
         self.model = CaptionProbe(encoder, self.tokenizer.pad_token_id)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=self.cfg.train.lr, weight_decay=0.01)
         self.device = acc.device
-        self.free_caption = free_caption
+        # the held-out captions as (token ids, targets) chunks, tokenized and parsed once for every evaluation
+        self.val = {name: [self._batch(texts[i:i + 256]) for i in range(0, len(texts), 256)]
+                    for name, texts in val_texts.items()}
+        self.last_eval: tuple[int, dict[str, dict[str, float]]] | None = None  # (step, evaluate()) of after_step
 
     def prepare(self, acc: Accelerator) -> None:
         self.raw = acc.unwrap_model(self.model)
@@ -155,7 +156,7 @@ class TextEncoderTask(Task):
         texts = []
         for k in range(start, start + tc.batch_size):
             rng = np.random.default_rng([tc.seed, step, k])
-            texts.append("" if rng.random() < EMPTY_P else self.free_caption(self.train_rows[int(rng.integers(n))], rng))
+            texts.append("" if rng.random() < EMPTY_P else free_caption(self.train_rows[int(rng.integers(n))], rng))
         ids, y = self._batch(texts)
         logits = self.model(ids)
         loss = sum(F.cross_entropy(logits[f], y[f]) for f in FACTS) / len(FACTS)
@@ -165,8 +166,7 @@ class TextEncoderTask(Task):
     def evaluate(self) -> dict[str, dict[str, float]]:
         self.raw.eval()
         out = {}
-        for name, texts in self.val.items():
-            parts = [self._batch(texts[i:i + 256]) for i in range(0, len(texts), 256)]
+        for name, parts in self.val.items():
             logits = [self.raw(ids) for ids, _ in parts]
             cat = lambda key_rows: {f: torch.cat([r[f] for r in key_rows]) for f in FACTS}  # noqa: E731
             out[name] = _accuracy(cat(logits), cat([y for _, y in parts]))
@@ -177,6 +177,7 @@ class TextEncoderTask(Task):
         if step % self.eval_every and step != self.cfg.train.max_steps:
             return {}
         ev = self.evaluate()
+        self.last_eval = (step, ev)
         self.curve.append({"step": step, **{f"{k}_{m}": v for k, r in ev.items() for m, v in r.items()}})
         return {"val_free_named": ev["free"]["named"], "val_heldout_named": ev["heldout_templates"]["named"]}
 
@@ -190,7 +191,7 @@ class TextEncoderTask(Task):
         from facediff.conditioning.text import save_tokenizer
         from facediff.pipelines.load import quiet_hf
 
-        ev = self.evaluate()
+        ev = self.last_eval[1] if self.last_eval and self.last_eval[0] == step else self.evaluate()
         folder = self.out / "text_encoder"
         encoder = self.raw.encoder.cpu()  # used without a padding mask, as SD uses CLIP: it is causal
         with quiet_hf():  # no "Writing model shards" bar after our own progress line
