@@ -5,7 +5,7 @@
 
 The file holds the metrics of `facediff eval` (and, for a text model, of `facediff experiment
 text-understanding`) without the per-level tables, the commands that made them, and the SHA-256 of the weights
-they were measured on. tests/test_targets.py checks the targets of the issue against it and fails when the
+they were measured on and of the oracle that read them. tests/test_targets.py checks the targets of the issue against it and fails when the
 weights changed without a new measurement.
 """
 from __future__ import annotations
@@ -24,6 +24,15 @@ def weights_sha256(model: Path) -> str:
     from facediff.fsutil import file_sha256
 
     return file_sha256(model / "unet" / "diffusion_pytorch_model.safetensors")
+
+
+def oracle_sha256() -> str:
+    """SHA-256 of the bundled oracle's weights, which read every number here: a retrained oracle means a new
+    measurement."""
+    from facediff.fsutil import file_sha256
+    from facediff.metrics.features import oracle_dir
+
+    return file_sha256(oracle_dir() / "model.safetensors")
 
 
 def _summary(obj):
@@ -53,7 +62,8 @@ def main() -> None:
     args = ap.parse_args()
     if not (args.eval or args.understanding):
         ap.error("give --eval and/or --understanding")
-    record = {"weights_sha256": weights_sha256(args.model), "date": time.strftime("%Y-%m-%d"),
+    record = {"weights_sha256": weights_sha256(args.model), "oracle_sha256": oracle_sha256(),
+              "date": time.strftime("%Y-%m-%d"),
               "machine": f"{_cpu()}, OMP_NUM_THREADS=1", "commands": args.command}
     if args.eval:
         record["eval"] = _summary(json.loads(args.eval.read_text()))
@@ -62,6 +72,8 @@ def main() -> None:
     if args.group:  # one entry per arm: its name -> metrics
         res = json.loads(args.group.read_text())
         record["group"] = {a["name"]: a["metrics"] for a in res["arms"]}
+        if "real" in res:  # the face counts of real SynthFaces tiles: the detector's floor
+            record["group_real"] = res["real"]
     if args.sweep:
         res = json.loads(args.sweep.read_text())
         record["sweep"] = {"worst": res["worst"], "target": res["target"], "grids": res["grids"],

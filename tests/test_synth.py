@@ -87,6 +87,30 @@ def test_write_synth_chunking_does_not_matter(tmp_path):
     write_synth(tmp_path / "a", 2, 32, overwrite=True)
 
 
+def test_faces_drawn_at_several_sizes_come_at_one_size_in_index_order(tmp_path):
+    """The oracle's training set: face i drawn at sizes[i % k], brought to one size by the toolkit's resize;
+    its held-out set is drawn the same way from the manifest."""
+    from facediff.data.imageio import resize_batch
+    from facediff.data.synth import render_images_at_sizes, write_synth_at_sizes
+    from facediff.training.estimator import HELDOUT_SEED_OFFSET, _render_heldout
+
+    images, labels = render_images_at_sizes(3, 2, 5, 16, "mixed", (16, 32))
+    assert images.shape == (5, 16, 16, 3) and images.dtype == np.uint8
+    for k, i in enumerate(range(2, 7)):
+        face = render(3, i, 16 if i % 2 == 0 else 32, "mixed")
+        assert labels[k] == face.label
+        assert np.array_equal(images[k], resize_batch(face.image[None], 16)[0])
+    assert not np.array_equal(images[1], render(3, 3, 16, "mixed").image)  # index 3 was drawn at 32, not 16
+    d = write_synth_at_sizes(tmp_path / "d", 6, 16, "mixed", 3, (16, 32), chunk=4)
+    ds = PreparedDataset(d)
+    assert np.array_equal(ds.images(), render_images_at_sizes(3, 0, 6, 16, "mixed", (16, 32))[0])
+    assert not ds.has_sketches and ds.manifest["render_sizes"] == [16, 32]
+    held, _ = _render_heldout(ds.manifest, 4, 16)
+    assert np.array_equal(held, render_images_at_sizes(3 + HELDOUT_SEED_OFFSET, 0, 4, 16, "mixed", (16, 32))[0])
+    with pytest.raises(FacediffError):
+        render_images_at_sizes(3, 0, 2, 16, "mixed", (16, 5))
+
+
 def test_attribute_override_changes_only_that_attribute():
     for index in (0, 1, 2):
         base = render(0, index, 64)

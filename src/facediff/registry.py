@@ -64,9 +64,9 @@ RECIPES: dict[str, RecipeInfo] = {
                                 30.0, False),
     "seed000": RecipeInfo("000", "VQ autoencoder + sketch-conditional LDM on anime faces (PSNR vs the seed's 25.31)",
                           30.0, True),
-    # the bundled oracle: 40 000 faces, 40 min on one thread
-    "oracle": RecipeInfo("002 Sec. 3.2", "train the SynthFaces oracle (attribute estimator) within the budget",
-                         40.0, True),
+    # the bundled oracle: 40 000 faces, --budget-minutes 45 on one thread (2026-12-07)
+    "oracle": RecipeInfo("002 Sec. 3.2", "train the SynthFaces oracle (attribute estimator; faces drawn at "
+                                         "32 / 64 / 128 px) within the budget", 40.0, True),
     "seed001": RecipeInfo("001", "group photo: 2x2 faces with their own attributes (or prompts), bootstrapping "
                           "k = 0 / 20 / 40 %, views aligned to the faces, plain sampling: per-region accuracy, "
                           "leakage", 20.0, False),

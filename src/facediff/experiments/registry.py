@@ -60,6 +60,14 @@ def _run_oracle(ctx: Ctx) -> dict[str, Any]:
                      "seed 002 (CelebA-Dialog, paper)"], rows), "",
           f"Held-out: {m.get('heldout_source', 'the validation split')}. Steps: {m['steps']}. "
           f"Weights in {ctx.out / 'oracle'}; copy them to src/facediff/assets/oracle to bundle them."]
+    per_size = m.get("heldout_per_render_size") or {}
+    if per_size:  # the faces are drawn at several sizes and read at one: each size alone
+        names = list(next(iter(per_size.values()))["per_attribute"])
+        md += ["", "Held-out accuracy of faces drawn at each size alone (read at "
+               f"{m['size']} px through the toolkit's resize):", "",
+               *md_table(["drawn at", *names, "mean"],
+                         [[k, *(fmt(v["per_attribute"][a], "pct") for a in names), fmt(v["mean_accuracy"], "pct")]
+                          for k, v in per_size.items()])]
     arms = [{"name": a, "metrics": {"heldout_accuracy": r["accuracy"]}} for a, r in held["per_attribute"].items()]
     return finish(ctx, {"seed": "002", "arms": arms, "oracle": str(ctx.out / "oracle"),
                         "metrics": {k: v for k, v in m.items() if k != "curve"}}, md, {})

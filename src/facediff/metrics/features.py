@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from facediff.data.imageio import resize_batch
 from facediff.errors import FacediffError
 from facediff.models.estimator import AttributeEstimator, load_estimator
 
@@ -69,9 +70,21 @@ class OracleFeatures:
     def dim(self) -> int:
         return self.model.config.feature_dim
 
+    def _input(self, images: Any) -> torch.Tensor:
+        """A batch as the estimator was trained on it: images of another size than its input go through the
+        toolkit's one resize (``resize_batch``: square crop + Lanczos, on uint8), as its training images did.
+        The estimator's own antialiased-bilinear resize is for differentiable use (a perceptual loss): the oracle
+        read 64 px SynthFaces through it at 89 % smiling, through this at 98.5 %."""
+        x = to_input(images)
+        s = self.model.config.size
+        if tuple(x.shape[-2:]) != (s, s):
+            u8 = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+            x = to_input(resize_batch(u8, s))
+        return x.to(self.device)
+
     @torch.no_grad()
     def __call__(self, images: Any) -> np.ndarray:
-        out = [self.model.features(to_input(images[i:i + self.batch_size]).to(self.device)).double().cpu()
+        out = [self.model.features(self._input(images[i:i + self.batch_size])).double().cpu()
                for i in range(0, len(images), self.batch_size)]
         return torch.cat(out).numpy() if out else np.zeros((0, self.dim))
 
@@ -80,7 +93,7 @@ class OracleFeatures:
         """Arg-max class per head (int64 numpy (n,)) in batches."""
         parts: dict[str, list[np.ndarray]] = {}
         for i in range(0, len(images), self.batch_size):
-            for k, v in self.model.predict(to_input(images[i:i + self.batch_size]).to(self.device)).items():
+            for k, v in self.model.predict(self._input(images[i:i + self.batch_size])).items():
                 parts.setdefault(k, []).append(v.cpu().numpy())
         return {k: np.concatenate(v) for k, v in parts.items()}
 

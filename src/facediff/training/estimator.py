@@ -112,17 +112,15 @@ def evaluate_estimator(model: AttributeEstimator, data: _Labelled, batch_size: i
 
 
 def _render_heldout(manifest: dict[str, Any], n: int, size: int) -> tuple[np.ndarray, list[dict[str, Any]]] | None:
-    """SynthFaces rendered with other seeds than the training set's, same styles; None if not SynthFaces."""
+    """SynthFaces rendered with other seeds than the training set's, same styles and, where the manifest names
+    them, the same render sizes (``render_sizes``, each brought to ``size``); None if not SynthFaces."""
     if "synth" not in str(manifest.get("source", "")).lower():
         return None
-    try:
-        from facediff.data.synth import render_batch
-    except ImportError:
-        return None
+    from facediff.data.synth import render_images_at_sizes
+
     seed = int(manifest.get("seed", 0)) + HELDOUT_SEED_OFFSET
-    faces = render_batch(seed, 0, n, size, str(manifest.get("style", "human")))
-    images, labels = [f.image for f in faces], [f.label for f in faces]
-    return np.stack(images), labels
+    sizes = tuple(int(s) for s in manifest.get("render_sizes") or [size])
+    return render_images_at_sizes(seed, 0, n, size, str(manifest.get("style", "human")), sizes)
 
 
 class _PlateauOnEval:
