@@ -217,3 +217,25 @@ def test_bad_config_is_one_line_error(tmp_path, synth16):
     assert "\n" not in str(e.value)
     with pytest.raises(FacediffError, match="not an autoencoder"):
         load_autoencoder(tmp_path)
+
+
+def test_decoder_only_fine_tune_starts_from_init_and_keeps_the_latent_space(runs, synth16, tmp_path):
+    """[autoencoder] init + train_encoder = false (sd-vae-ft-mse's recipe): the run starts from the given
+    autoencoder's weights; its encoder (so every latent a latent model was trained on) is unchanged and only the
+    decoder learns. A different architecture is a one-line error."""
+    cfg = _cfg("kl", synth16, steps=2)
+    ft = replace(cfg, autoencoder=replace(cfg.autoencoder, init=str(runs["kl"] / "export"), train_encoder=False,
+                                          disc_weight=0.0))
+    train_autoencoder(ft, tmp_path / "ft")
+    before, after = load_autoencoder(runs["kl"]).state_dict(), load_autoencoder(tmp_path / "ft").state_dict()
+    frozen = [k for k in before if k.startswith(("encoder.", "quant_conv."))]
+    assert frozen and all(torch.equal(before[k], after[k]) for k in frozen)
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("decoder."))
+    both = replace(ft, autoencoder=replace(ft.autoencoder, train_encoder=True))
+    train_autoencoder(both, tmp_path / "both")  # the default: every weight learns, from init
+    moved = load_autoencoder(tmp_path / "both").state_dict()
+    assert any(not torch.equal(before[k], moved[k]) for k in frozen)
+    wide = replace(ft, autoencoder=replace(ft.autoencoder, latent_channels=8))
+    with pytest.raises(FacediffError, match=r"\[autoencoder\] init = .*architecture differs") as e:
+        train_autoencoder(wide, tmp_path / "wide")
+    assert "\n" not in str(e.value)

@@ -15,7 +15,7 @@ from facediff.pipelines.compose import Layout, Region, compose, latent_mask, loa
 from facediff.pipelines.facediff import FacediffPipeline
 from facediff.pipelines.load import load_pipeline
 from facediff.sampling.multidiffusion import (
-    Bootstrap, RegionPaths, View, make_views, multidiffusion_denoiser, window_starts)
+    Bootstrap, RegionPaths, View, make_views, multidiffusion_denoiser, window_starts, window_weight)
 from facediff.sampling.samplers import make_scheduler, sample
 
 from tiny_sd import build_tiny_sd
@@ -175,6 +175,35 @@ def test_circular_two_row_panorama_has_no_seam():
         rolled = d(x.roll(4, dims=-1), t)
         same = torch.allclose(rolled, d(x, t).roll(4, dims=-1), atol=1e-6)
         assert same is circular
+
+
+def test_hann_window_weights_cross_fade_views_where_uniform_weights_step():
+    """Each view predicts one constant (the mean of its crop of a ramp): the uniform average (the paper) is a
+    staircase with a step at every view border; Hann weights cross-fade over the whole overlap, so no column
+    changes by more than a fraction of a step. At a stride of the window (no overlap) the two agree exactly."""
+    n, H, W = 1, 8, 48
+    x = torch.arange(W, dtype=torch.float32).expand(n, 1, H, W).clone()
+
+    def view_mean(x, t, **_):
+        return x.mean((-2, -1), keepdim=True).expand_as(x)
+
+    regions = [RegionPaths(Branches(_label(n, 0)), torch.ones(1, 1, H, W), foreground=False)]
+    t = torch.full((n,), 10)
+    views = make_views((H, W), (8, 16), (8, 8))
+    uniform = multidiffusion_denoiser(view_mean, (H, W), views, regions)(x, t)[0, 0, 0]
+    hann = multidiffusion_denoiser(view_mean, (H, W), views, regions,
+                                   view_weight=window_weight("hann", (8, 16)))(x, t)[0, 0, 0]
+    step = uniform.diff().abs().max()  # the uniform staircase: a step of the stride (8) at each inner view border
+    assert step == pytest.approx(8.0) and torch.count_nonzero(uniform.diff()) == 5
+    assert hann.diff().abs()[8:-8].max() < 0.4 * step  # inside: a smooth ramp from one view's value to the next
+    assert torch.all(hann.diff()[8:-8] >= 0)  # monotone, as the views' values
+    aligned = make_views((H, W), (8, 16), (8, 16))
+    assert torch.allclose(multidiffusion_denoiser(view_mean, (H, W), aligned, regions)(x, t),
+                          multidiffusion_denoiser(view_mean, (H, W), aligned, regions,
+                                                  view_weight=window_weight("hann", (8, 16)))(x, t))
+    assert window_weight("uniform", (8, 8)) is None
+    with pytest.raises(FacediffError, match="window_weights 'gauss': choose one of hann, uniform"):
+        window_weight("gauss", (8, 8))
 
 
 # --------------------------------------------------------------------------------- pipelines and layouts
@@ -401,7 +430,9 @@ def test_seed001_recipe_scores_regions_and_leakage(tmp_path, tiny_run, monkeypat
     monkeypatch.setattr("facediff.metrics.features.oracle_dir", lambda: oracle)
     res = run_experiment("seed001", tmp_path / "exp", model=tiny_run, size=16, budget_minutes=1, tiny=True)
     saved = json.loads((tmp_path / "exp" / "results.json").read_text())
-    assert [a["k"] for a in saved["arms"]] == [None, 0.0, 0.2, 0.4, 0.0] and res["n"] == 1
+    assert [a["k"] for a in saved["arms"]] == [None, 0.0, 0.2, 0.4, 0.2, 0.0] and res["n"] == 1
+    assert [a.get("window_weights") for a in saved["arms"]] == [None, "hann", "hann", "hann", "uniform", "hann"]
+    assert all(a["metrics"]["seam_ratio"] > 0 for a in saved["arms"])  # every arm on the same lines
     assert saved["arms"][-1]["name"].endswith("(stride = window)") and saved["arms"][-1]["views"] == 4
     assert saved["arms"][1]["views"] == 9  # the default views: half-window stride on a 2x2 canvas
     md = (tmp_path / "exp" / "results.md").read_text()

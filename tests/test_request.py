@@ -136,9 +136,17 @@ def test_compose_takes_guidance_and_reruns_from_png(tiny_run, tmp_path):
     assert Image.open(a).size == (32, 16)
     data = json.loads(Image.open(a).text["facediff"])
     assert data["guidance"] == 4.5 and data["layout"]["guidance"] == 4.5 and data["layout"]["steps"] == 2
+    assert data["layout"]["window_weights"] == "hann"  # the default, recorded
     layout.unlink()  # the request holds the whole layout: the file is not needed to re-run it
     _ok(["compose", "--from-png", str(a), "--out", str(b)])
     assert np.array_equal(_pixels(a), _pixels(b))
+    u = tmp_path / "u.png"  # the paper's uniform weights: another fused image, and it re-runs as such
+    _ok(["compose", "--from-png", str(a), "--window-weights", "uniform", "--out", str(u)])
+    assert json.loads(Image.open(u).text["facediff"])["layout"]["window_weights"] == "uniform"
+    assert not np.array_equal(_pixels(a), _pixels(u))
+    old = json.loads(Image.open(u).text["facediff"])  # a PNG from before the setting existed re-runs as made
+    old.pop("window_weights"), old["layout"].pop("window_weights")
+    assert Request.from_json(json.dumps(old)).window_weights == "uniform"
     err = _err(["sample", "--from-png", str(a), "--out", str(tmp_path / "c.png")])
     assert "facediff compose" in err
 
@@ -168,6 +176,10 @@ def test_request_is_validated_in_one_place():
         Request(width=64)
     with pytest.raises(FacediffError, match="--width"):
         Request(command="panorama")
+    with pytest.raises(FacediffError, match="window_weights: a compose / panorama setting"):
+        Request(window_weights="hann")
+    with pytest.raises(FacediffError, match="window_weights 'box': choose one of hann, uniform"):
+        Request(command="panorama", width=64, window_weights="box")
     with pytest.raises(FacediffError, match="unknown setting 'colour'"):
         Request.from_json(json.dumps({"format": FORMAT, "colour": "red"}))
     with pytest.raises(FacediffError, match="format 'x/1'"):

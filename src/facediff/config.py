@@ -133,6 +133,8 @@ class AutoencoderConfig(_Checked):
     dead_code_restart: int = 200  # steps between restarts of unused codes (0 = off)
     eval_every: int = 0  # steps between held-out PSNR/SSIM/codebook evaluations (0 = only at the end)
     eval_n: int = 256  # held-out images evaluated (the data set's val split; train images if it has none)
+    init: str = ""  # autoencoder export / run / SD folder whose weights training starts from ("" = random init)
+    train_encoder: bool = True  # False: encoder and quant_conv frozen, only the decoder learns (a decoder-only fine-tune keeps the latent space, so every latent model trained on it stays valid)
 
 
 @dataclass(frozen=True)

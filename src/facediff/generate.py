@@ -101,7 +101,7 @@ def run_compose(req: Request, *, out: str | Path | None, save_each: str | Path |
         layout = layout_from_dict(req.layout, "layout")
     else:
         layout = dataclasses.replace(layout, **{k: getattr(req, k) for k in ("sampler", "steps", "seed", "guidance",
-                                                                              "bootstrap")})
+                                                                              "bootstrap", "window_weights")})
     text = any(r.prompt is not None for r in [layout.background, *layout.regions])
     pipe = pipeline if pipeline is not None else _load(req, text=req.text or text)
     req = _stamp(req, pipe)
@@ -122,7 +122,8 @@ def run_panorama(req: Request, *, out: str | Path | None, save_each: str | Path 
     req = _stamp(req, pipe)
     req = dataclasses.replace(req, seeds=[req.seed + i for i in range(req.n)])
     res = panorama(pipe, width=req.width, height=req.height, prompt=req.prompt, negative_prompt=req.negative_prompt,
-                   attrs=req.attrs, conditions=req.conditions, circular=req.circular, stride=req.stride, steps=req.steps, sampler=req.sampler,
+                   attrs=req.attrs, conditions=req.conditions, circular=req.circular, stride=req.stride,
+                   window_weights=req.window_weights or "hann", steps=req.steps, sampler=req.sampler,
                    guidance=req.guidance, seed=req.seed, n=req.n, precision=req.precision,
                    callback_on_step_end=callback_on_step_end, progress=progress, task="panorama")
     return _composed(res, req, out, save_each, None)

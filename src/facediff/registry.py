@@ -33,6 +33,7 @@ SKETCH_METHODS: tuple[str, ...] = ("xdog", "canny")  # line-drawing extractors f
 # ------------------------------------------------------------------------------------------- sampling
 SAMPLERS: tuple[str, ...] = ("ddpm", "ddim", "dpmpp", "euler", "heun", "unipc")  # diffusers schedulers
 INIT_NOISE: tuple[str, ...] = ("normal", "zero", "constant")  # x_T: N(0, I) | zeros | one value per channel
+WINDOW_WEIGHTS: tuple[str, ...] = ("hann", "uniform")  # compose / panorama: a view's weight in the fused average
 
 # ------------------------------------------------------------------------------------------- evaluation
 METRICS: tuple[str, ...] = ("fd", "kid", "fd_by_condition", "attr", "prompt", "clip", "faces", "diversity", "sketch",

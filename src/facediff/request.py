@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from facediff.errors import FacediffError
-from facediff.registry import INIT_NOISE, SAMPLERS, SAMPLING_PRECISION, check_choice
+from facediff.registry import INIT_NOISE, SAMPLERS, SAMPLING_PRECISION, WINDOW_WEIGHTS, check_choice
 
 FORMAT = "facediff-request/1"  # the "format" key of the JSON chunk
 COMMANDS: tuple[str, ...] = ("sample", "compose", "panorama")
@@ -31,7 +31,7 @@ MAX_SCALE = 16  # --scale: the largest enlargement
 # A1111's names of diffusers' samplers (the `Sampler:` key of `parameters`)
 A1111_SAMPLER = {"ddpm": "DDPM", "ddim": "DDIM", "dpmpp": "DPM++ 2M", "euler": "Euler", "heun": "Heun",
                  "unipc": "UniPC"}
-_COMPOSE_KEYS = ("sampler", "steps", "seed", "guidance", "bootstrap")  # request fields that override the layout's
+_COMPOSE_KEYS = ("sampler", "steps", "seed", "guidance", "bootstrap", "window_weights")  # request fields that override the layout's
 
 
 @dataclass
@@ -58,6 +58,7 @@ class Request:
     height: int | None = None  # panorama: canvas height (None: the model's size)
     stride: int | None = None  # panorama: window stride in pixels (None: half the window)
     circular: bool = False  # panorama: wrap the left and right edges
+    window_weights: str | None = None  # compose / panorama: a view's weight in the fused average, hann | uniform (None: the layout's, else hann)
     bootstrap: float | None = None  # compose: fraction of steps with bootstrapping (None: the layout's)
     sampler: str | None = None  # a facediff sampler (default: dpmpp for sample, ddim for compose / panorama)
     steps: int | None = None  # sampler steps (default 25; compose: the layout's)
@@ -130,6 +131,10 @@ class Request:
             self.stride = None if self.stride is None else _int("stride", self.stride, 1)
         elif any(v is not None for v in (self.width, self.height, self.stride)) or self.circular:
             raise FacediffError(f"width / height / stride / circular: panorama settings, not {c} ones")
+        if c == "sample" and self.window_weights is not None:
+            raise FacediffError("window_weights: a compose / panorama setting, not a sample one")
+        if self.window_weights is not None:
+            check_choice("window_weights", self.window_weights, WINDOW_WEIGHTS)
         if c != "compose" and self.bootstrap is not None:
             raise FacediffError(f"bootstrap: a compose setting, not a {c} one")
         self.sampler = DEFAULT_SAMPLER[c] if self.sampler is None else self.sampler
@@ -183,6 +188,8 @@ class Request:
         unknown = sorted(set(data) - known)
         if unknown:
             raise FacediffError(f"{where}: unknown setting {unknown[0]!r} (made by a newer facediff?)")
+        if "window_weights" not in data and data.get("command") in ("compose", "panorama"):
+            data["window_weights"] = "uniform"  # made before the Hann weights: re-run as it was made
         try:
             return cls(**data)
         except FacediffError as e:

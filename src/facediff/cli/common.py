@@ -25,6 +25,7 @@ def _choices(name: str, values: tuple[str, ...]) -> type[enum.Enum]:
 
 
 Sampler = _choices("Sampler", registry.SAMPLERS)
+WindowWeights = _choices("WindowWeights", registry.WINDOW_WEIGHTS)
 InitNoise = _choices("InitNoise", registry.INIT_NOISE)
 Precision = _choices("Precision", registry.SAMPLING_PRECISION)
 TrainPrecision = _choices("TrainPrecision", registry.MIXED_PRECISION)

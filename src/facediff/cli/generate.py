@@ -12,7 +12,7 @@ from typing import List, Optional
 import typer
 
 from facediff.cli.common import (DEVICE_HELP, FROM_PNG_HELP, OVERWRITE_HELP, PRECISION_HELP, SAVE_EACH_HELP, SCALE_HELP,
-                                 InitNoise, Precision, Sampler, app, precision_note, request_fields, say_notes,
+                                 InitNoise, Precision, Sampler, WindowWeights, app, precision_note, request_fields, say_notes,
                                  user_errors)
 from facediff.cli.progress import Reporter
 from facediff.errors import FacediffError
@@ -21,6 +21,8 @@ MODEL_HELP = ("run or export folder, Stable Diffusion folder or hub id (default:
               "--prompt the bundled text-to-face model)")
 GUIDANCE_HELP = "classifier-free guidance scale (1 = none; default: the model's own, else 3)"
 NEGATIVE_HELP = "negative prompt: what guidance steers away from (text-to-face models)"
+WINDOW_WEIGHTS_HELP = ("a view's weight in the fused average: hann (a cross-fade over each overlap, no seam at the "
+                       "views' borders) or uniform (the MultiDiffusion paper); default: the layout's, else hann")
 COND_HELP = ("a value of any condition kind the model declares, KIND=VALUE (repeatable; e.g. a plug-in's "
              "kind, see docs/extending.md)")
 
@@ -116,6 +118,7 @@ def compose(ctx: typer.Context,
                                                      "(default: the layout's, else 3)"),
             seed: Optional[int] = typer.Option(None, help="seed (default: the layout's, else 0)"),
             bootstrap: Optional[float] = typer.Option(None, help="fraction of steps with bootstrapping (0..1)"),
+            window_weights: Optional[WindowWeights] = typer.Option(None, help=WINDOW_WEIGHTS_HELP),
             save_masks: bool = typer.Option(False, "--save-masks", help="also write the masks over the result "
                                             "(OUT-masks.png)"),
             precision: Precision = typer.Option("no", help=PRECISION_HELP),
@@ -132,7 +135,7 @@ def compose(ctx: typer.Context,
     if layout is None and from_png is None:
         raise FacediffError("give --layout LAYOUT.toml (or --from-png FILE)")
     fields = request_fields(ctx, dict(model=model, layout=layout, n=n, steps=steps, sampler=sampler, guidance=guidance,
-                                      seed=seed, bootstrap=bootstrap, precision=precision, device=device,
+                                      seed=seed, bootstrap=bootstrap, window_weights=window_weights, precision=precision, device=device,
                                       scale=scale), from_png)
     with Reporter() as rep:
         res = api.compose(_from_png(from_png, "compose"), out=out, save_each=save_each, save_masks=save_masks,
@@ -157,6 +160,7 @@ def panorama(ctx: typer.Context,
              stride: Optional[int] = typer.Option(None, help="window stride in pixels (default: half the window)"),
              circular: bool = typer.Option(False, "--circular", help="wrap the left and right edges "
                                            "(360-degree panorama)"),
+             window_weights: Optional[WindowWeights] = typer.Option(None, help=WINDOW_WEIGHTS_HELP),
              guidance: Optional[float] = typer.Option(None, help=GUIDANCE_HELP),
              steps: int = typer.Option(25, help="sampler steps"),
              sampler: Sampler = typer.Option("ddim", help="sampler"),
@@ -174,7 +178,8 @@ def panorama(ctx: typer.Context,
     from facediff import api
 
     fields = request_fields(ctx, dict(model=model, prompt=prompt, negative_prompt=negative_prompt, attrs=attrs,
-                                      conditions=_conditions(cond), width=width, height=height, stride=stride, circular=circular, guidance=guidance,
+                                      conditions=_conditions(cond), width=width, height=height, stride=stride, circular=circular,
+                                      window_weights=window_weights, guidance=guidance,
                                       steps=steps, sampler=sampler, seed=seed, n=n, precision=precision, device=device,
                                       scale=scale), from_png, aliases={"conditions": "cond"})
     with Reporter() as rep:

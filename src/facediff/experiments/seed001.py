@@ -70,18 +70,19 @@ def _score(pred: dict[str, np.ndarray], conds: list[list[dict]], attributes: tup
             "per_attribute": {a: float(np.mean(v)) for a, v in per_attr.items()}}
 
 
-def _group_metrics(images: np.ndarray, side: int, every_px: int | None) -> dict[str, Any]:
+def _group_metrics(images: np.ndarray, side: int, every_px: int) -> dict[str, Any]:
     """Issue 26's composition checks on whole photos: MTCNN finds exactly the 4 intended faces (no ghost face
     between them, none missing), and the gradient across the window borders that run through faces (every
-    ``every_px``, leaving out the borders between faces) over the gradient elsewhere (None: no such border)."""
+    ``every_px``, leaving out the borders between faces) over the gradient elsewhere. Arms without window borders
+    inside the faces (plain sampling, aligned views) are measured on the same lines (half a face): the faces'
+    own gradient there, the level a seamless composition shows."""
     from facediff.metrics.faces import face_detection
     from facediff.metrics.image import seam_ratio
 
     counts = np.array([p["faces"] for p in face_detection(images, upscale_to=5 * side // 2)["per_image"]])
-    inside = every_px is not None and side % every_px == 0 and every_px < side  # window borders within faces
     return {"faces_exact": float((counts == 4).mean()), "faces_extra": float((counts > 4).mean()),
             "faces_mean": float(counts.mean()),
-            "seam_ratio": seam_ratio(images, every_px, skip_every=side) if inside else None}
+            "seam_ratio": seam_ratio(images, every_px, skip_every=side)}
 
 
 def _crops(images: np.ndarray, side: int) -> np.ndarray:
@@ -103,7 +104,7 @@ def run_seed001(ctx: Ctx) -> dict[str, Any]:
     steps = ctx.steps(STEPS)
     rng = np.random.default_rng(0)
 
-    def layout(conds: list[list[dict]], k: float, stride: int | None = None) -> Layout:
+    def layout(conds: list[list[dict]], k: float, stride: int | None = None, weights: str = "uniform") -> Layout:
         prompts = _prompts(conds, np.random.default_rng(1)) if pipe.takes_text else None
         regions = []
         for r in range(4):
@@ -113,7 +114,7 @@ def run_seed001(ctx: Ctx) -> dict[str, Any]:
             else:
                 regions.append(Region(name=f"face {r + 1}", box=box, attrs=[c[r] for c in conds]))
         return Layout(width=2 * side, height=2 * side, regions=regions, steps=steps, sampler="ddim",
-                      guidance=GUIDANCE, seed=0, bootstrap=k, stride=stride)
+                      guidance=GUIDANCE, seed=0, bootstrap=k, stride=stride, window_weights=weights)
 
     # size n by the budget: time one composition first (it is kept as the first of the k = 0 arm's images)
     if ctx.tiny or ctx.n_eval:
@@ -122,25 +123,28 @@ def run_seed001(ctx: Ctx) -> dict[str, Any]:
         t0 = time.time()
         compose(pipe, layout(_conditions(np.random.default_rng(99), 1, attributes, top), 0.0), n=1)
         per = time.time() - t0
-        n = int(max(2, min(64, ctx.left_s() * 0.85 / (per * (len(BOOTSTRAP) + 0.7)))))
+        n = int(max(2, min(64, ctx.left_s() * 0.85 / (per * (len(BOOTSTRAP) + 1.7)))))
     conds = _conditions(rng, n, attributes, top)
     ctx.say(f"{n} group photos x {len(BOOTSTRAP)} bootstrapping settings + plain sampling, {steps} DDIM steps")
     real = _real_tiles(n, side)
     plain_arm, plain_grid = _plain_arm(ctx, pipe, oracle, conds, attributes, steps)
     arms, grids = [plain_arm], {"plain: the four faces of a photo, each sampled alone": plain_grid}
-    # the k arms use the default views (half-window stride); the last arm aligns the views with the faces
-    for k, stride in [*((k, None) for k in BOOTSTRAP), (0.0, side)]:
+    # the k arms use the default views (half-window stride, Hann weights), then k = 20 % with the paper's
+    # uniform weights; the last arm aligns the views with the faces
+    for k, stride, weights in [*((k, None, "hann") for k in BOOTSTRAP), (BOOTSTRAP[1], None, "uniform"),
+                               (0.0, side, "hann")]:
         t0 = time.time()
-        res = compose(pipe, layout(conds, k, stride), n=n, progress=ctx.progress)
+        res = compose(pipe, layout(conds, k, stride, weights), n=n, progress=ctx.progress)
         score = {**_score(oracle.predict(_crops(res.images, side)), conds, attributes),
-                 **_group_metrics(res.images, side, stride or max(1, side // 2))}
-        name = f"MultiDiffusion, k = {round(k * 100)} % ({int(round(k * steps))} steps)" if stride is None else \
-            "MultiDiffusion, views aligned to the faces (stride = window)"
-        arms.append({"name": name, "k": k, "views": res.views, "paths": res.paths,
+                 **_group_metrics(res.images, side, max(1, side // 2))}
+        name = "MultiDiffusion, views aligned to the faces (stride = window)" if stride is not None else \
+            f"MultiDiffusion, k = {round(k * 100)} % ({int(round(k * steps))} steps)" + \
+            (", uniform window weights (the paper)" if weights == "uniform" else "")
+        arms.append({"name": name, "k": k, "window_weights": weights, "views": res.views, "paths": res.paths,
                      "metrics": {**score, "seconds_per_photo": (time.time() - t0) / n}})
-        grids[name] = save_png(make_grid(res.images[:8], 4, scale=2),
-                               ctx.out / (f"k{round(k * 100)}.png" if stride is None else "aligned.png"))
-        if k == BOOTSTRAP[1] and stride is None:
+        grids[name] = save_png(make_grid(res.images[:8], 4, scale=2), ctx.out / (
+            "aligned.png" if stride is not None else f"k{round(k * 100)}{'-uniform' * (weights == 'uniform')}.png"))
+        if k == BOOTSTRAP[1] and stride is None and weights == "hann":
             over = np.stack([overlay_masks(im, res.masks) for im in res.images[:4]])
             grids["the layout: region masks over the k = 20 % photos"] = save_png(make_grid(over, 4, scale=2),
                                                                                   ctx.out / "masks.png")
@@ -161,7 +165,7 @@ def _real_tiles(n: int, side: int) -> dict[str, Any]:
 
     faces = np.stack([f.image for f in render_batch(7, 0, 4 * n, side, "mixed")])
     tiles = np.stack([make_grid(faces[4 * i:4 * i + 4], 2, pad=0) for i in range(n)])
-    return {"n": n, **_group_metrics(tiles, side, None)}
+    return {"n": n, **_group_metrics(tiles, side, max(1, side // 2))}
 
 
 def _scored_attributes(ctx: Ctx, pipe, oracle) -> tuple[tuple[str, ...], int]:
@@ -197,7 +201,7 @@ def _plain_arm(ctx: Ctx, pipe, oracle, conds: list[list[dict]], attributes: tupl
     score = _score(oracle.predict(plain), conds, attributes)
     tiles = np.stack([make_grid(plain[4 * i:4 * i + 4], 2, pad=0) for i in range(n)])  # the faces side by side
     arm = {"name": "plain (unfused, native size)", "k": None,
-           "metrics": {**score, **_group_metrics(tiles, pipe.sample_size, None),
+           "metrics": {**score, **_group_metrics(tiles, pipe.sample_size, max(1, pipe.sample_size // 2)),
                        "seconds_per_photo": (time.time() - t0) / n}}
     return arm, save_png(make_grid(tiles[:8], 4, scale=2), ctx.out / "plain.png")
 
@@ -218,13 +222,15 @@ def _summary(ctx: Ctx, pipe, arms: list[dict[str, Any]], attributes: tuple[str, 
           *md_table(head, rows), "",
           f"Model: {pipe.model_dir}. {n} photos = {4 * n} faces per arm, each face with its own {what} (every "
           f"attribute at 0 or {top}, at random); {steps} DDIM steps, guidance {GUIDANCE}; views of {side} px at "
-          f"the default stride (half a window). Accuracy: the oracle's estimate of a region's crop equals the "
+          f"the default stride (half a window), weighted by a Hann window (a cross-fade over each overlap) unless the "
+          f"arm says uniform (the paper's eq. 5). Accuracy: the oracle's estimate of a region's crop equals the "
           f"requested level (chance {100 / (top + 1):.0f} %). Leakage: over the {arms[1]['metrics']['leak_pairs']} "
           "(region, neighbour, attribute) triples whose levels differ, the share where the region shows the "
           "neighbour's level; for plain sampling this is the rate of showing that level with no neighbour at all. "
           "MTCNN counts the faces of each whole photo (the plain arm: its four faces side by side); the seam ratio "
           "is the mean gradient across the window borders that run through a face over the mean gradient elsewhere "
-          "(issue 26: <= 1.2; none with aligned views or plain sampling).", "",
+          "(issue 26: <= 1.2); the plain and aligned arms have no window border there and are measured on the same "
+          "lines: the faces' own gradient, what a seamless composition shows.", "",
           "A face model draws one centred face per window: with the default views (stride = half a window) the "
           "windows that straddle two boxes draw a face across the boundary, fused with the faces of the aligned "
           "windows; views aligned to the faces (stride = the window) give each face a window of its own: each "

@@ -32,7 +32,7 @@ from facediff.pipelines.layout import (  # noqa: F401  (re-exported: the public 
 from facediff.progress import Progress, report
 from facediff.registry import SAMPLERS, check_choice
 from facediff.sampling.multidiffusion import (MAX_PATHS, Bootstrap, RegionPaths, View, make_views,
-                                             multidiffusion_denoiser)
+                                             multidiffusion_denoiser, window_weight)
 from facediff.sampling.precision import autocast_model, sampling_precision
 from facediff.sampling.preview import RememberDenoised
 from facediff.sampling.samplers import make_scheduler, sample
@@ -94,6 +94,7 @@ def plan(pipe, layout: Layout, *, n: int = 1, seeds: list[int] | None = None, ma
     if not 0.0 <= layout.bootstrap <= 1.0:
         raise FacediffError(f"bootstrap = {layout.bootstrap}: give a fraction of the steps in [0, 1]")
     H, W, views = _latent_views(pipe, layout)
+    view_weight = window_weight(layout.window_weights, (views[0].rows.numel(), views[0].cols.numel()))
     regions, masks_px = _region_paths(pipe, layout, n, (H, W))
 
     device = pipe.device
@@ -113,7 +114,8 @@ def plan(pipe, layout: Layout, *, n: int = 1, seeds: list[int] | None = None, ma
     mixed, _ = sampling_precision(precision, device)
     denoise = multidiffusion_denoiser(autocast_model(pipe.denoise_fn, mixed, device), (H, W), views, [
         RegionPaths(r.branches, r.mask.to(device), r.foreground, r.bootstrap_steps) for r in regions],
-        bootstrap=boot, max_batch=max_batch, batched=batched, max_paths=max_paths, on_call=on_call)
+        bootstrap=boot, max_batch=max_batch, batched=batched, max_paths=max_paths, on_call=on_call,
+        view_weight=view_weight)
     active = sum(1 for v in views for r in regions if bool(v.crop(r.mask).sum() > 0))
     masks = np.stack(masks_px) if masks_px else np.zeros((0, layout.height, layout.width), np.float32)
     return ComposePlan(denoise, shape, seeds, len(views), active, masks, latents, mixed)

@@ -55,6 +55,7 @@ class Layout:
     window: int | None = None  # view size in pixels (None: the model's native size)
     stride: int | None = None  # view stride in pixels (None: half the window)
     circular: bool = False  # wrap left and right edges (360-degree panorama)
+    window_weights: str = "hann"  # a view's weight in the fused average: hann (a cross-fade over each overlap: no step at view borders) | uniform (the MultiDiffusion paper)
 
 
 def _fail(where: str, text: str) -> FacediffError:
@@ -64,7 +65,8 @@ def _fail(where: str, text: str) -> FacediffError:
 # the TOML value types of the scalar keys (the others are checked where they are read)
 _NUMBER = (int, float)
 _LAYOUT_TYPES = {"width": int, "height": int, "steps": int, "sampler": str, "guidance": _NUMBER, "seed": int,
-                 "bootstrap": _NUMBER, "window": int, "stride": int, "circular": bool}
+                 "bootstrap": _NUMBER, "window": int, "stride": int, "circular": bool,
+                 "window_weights": str}
 _REGION_TYPES = {"name": str, "soft": bool, "feather": _NUMBER, "negative_prompt": str, "guidance": _NUMBER,
                  "seed": int, "bootstrap": _NUMBER, "mask": str, "sketch": str}
 

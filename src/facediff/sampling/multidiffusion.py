@@ -37,6 +37,7 @@ import torch
 
 from facediff.conditioning.condition import Branches, Condition
 from facediff.errors import FacediffError
+from facediff.registry import WINDOW_WEIGHTS, check_choice
 from facediff.sampling.guidance import ModelFn
 from facediff.sampling.samplers import Denoise
 
@@ -88,6 +89,24 @@ def make_views(canvas: tuple[int, int], window: tuple[int, int], stride: tuple[i
         for x in window_starts(W, w, stride[1], wrap=circular):
             out.append(View(torch.arange(y, y + h), torch.arange(x, x + w) % W))
     return out
+
+
+def window_weight(kind: str, window: tuple[int, int]) -> torch.Tensor | None:
+    """The (h, w) weight of each position of a view in the fused average: None for "uniform" (the paper's eq. 5:
+    a view counts everywhere alike, so its border is a step in the average and can show as a seam), or "hann"
+    (overlap-add, as in audio's short-time Fourier synthesis): sin^2(pi u) in window coordinates
+    u = (i + 1/2) / n, highest at the view's centre and near 0 at its border. At a stride of half the window
+    two neighbouring views' weights sum to 1 (sin^2 + cos^2), so every pixel cross-fades over the whole overlap
+    from one view to the next: no view's border is a step anywhere. (Mixture of Diffusers' Gaussian, sigma =
+    0.1 window, instead hands over within ~2 latent pixels midway between view centres: a seam moved, not gone.)"""
+    check_choice("window_weights", kind, WINDOW_WEIGHTS)
+    if kind == "uniform":
+        return None
+
+    def axis(n: int) -> torch.Tensor:
+        return torch.sin(torch.pi * (torch.arange(n, dtype=torch.float64) + 0.5) / n) ** 2
+
+    return (axis(window[0])[:, None] * axis(window[1])[None, :]).float()
 
 
 @dataclass(frozen=True)
@@ -156,12 +175,14 @@ def _forward_groups(paths: list[tuple[int, int]], rows_per_path: dict[tuple[int,
 def multidiffusion_denoiser(model_fn: ModelFn, canvas: tuple[int, int], views: Sequence[View],
                             regions: Sequence[RegionPaths], *, bootstrap: Bootstrap | None = None,
                             max_batch: int = 64, batched: bool = True, max_paths: int = MAX_PATHS,
-                            on_call: Callable[[int], None] | None = None) -> Denoise:
+                            on_call: Callable[[int], None] | None = None,
+                            view_weight: torch.Tensor | None = None) -> Denoise:
     """``denoise(x, t)`` over the whole (B, C, H, W) canvas for ``sample`` (module docstring).
 
     ``batched``: all branches of all regions of a view (and further views, up to ``max_batch`` rows) go
     through ONE network forward; False runs one forward per (view, region), for the benchmark.
-    ``on_call(calls)`` is told the number of forwards after each denoise call.
+    ``on_call(calls)`` is told the number of forwards after each denoise call. ``view_weight`` (h, w)
+    (``window_weight``) multiplies every path's mask in the average (None: 1).
     """
     H, W = canvas
     paths = _active_paths(views, regions, max_paths)
@@ -214,7 +235,7 @@ def multidiffusion_denoiser(model_fn: ModelFn, canvas: tuple[int, int], views: S
         rows_per_path = {key: len(x) * (1 + len(crops[key][1])) for key in paths}
         for group in _forward_groups(paths, rows_per_path, batched, max_batch):
             for key, pred in zip(group, forward(group, x, t, inputs)):
-                m = crops[key][2].to(x)
+                m = crops[key][2].to(x) if view_weight is None else crops[key][2].to(x) * view_weight.to(x)
                 views[key[0]].add_into(value, pred * m)
                 views[key[0]].add_into(count, m)
         if on_call is not None:

@@ -155,12 +155,17 @@ class AutoencoderTask(Task):
         self.val_images, self.heldout = heldout_images(data_path, cfg)
         torch.manual_seed(tc.seed)  # identical initial weights on every process
         self.ae = build_autoencoder(ac, cfg.data.size)
+        if ac.init:
+            start_from(self.ae, ac.init)
+        if not ac.train_encoder:  # the decoder-only fine-tune of SD's sd-vae-ft-mse: latents stay as they were
+            for part in (self.ae.encoder, self.ae.quant_conv):
+                part.requires_grad_(False)
         self.vq = is_vq(self.ae)
         self.model = _GeneratorPass(self.ae, ac)
         # Adam betas (0.5, 0.9) for both players of the GAN, as Esser et al. 2021 (taming-transformers);
         # without a discriminator the usual (0.9, 0.999).
         betas = (0.5, 0.9) if ac.disc_weight > 0 else (0.9, 0.999)
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=tc.lr, betas=betas, weight_decay=tc.weight_decay)
+        self.optimizer = torch.optim.AdamW([q for q in self.model.parameters() if q.requires_grad], lr=tc.lr, betas=betas, weight_decay=tc.weight_decay)
         self.disc = self.opt_d = None
         if ac.disc_weight > 0:
             self.disc = NLayerDiscriminator(3, ac.disc_channels, disc_layers(cfg.data.size))
@@ -274,6 +279,19 @@ def train_autoencoder(cfg: RunConfig, out: str | Path, *, resume: bool = False,
 
 
 # ------------------------------------------------------------------------------------ export / load
+def start_from(ae: Autoencoder, init: str) -> None:
+    """Load ``[autoencoder] init``'s weights into ``ae`` (built from this run's config): a one-line error when
+    the two architectures differ."""
+    src = load_autoencoder(init).state_dict()
+    own = ae.state_dict()
+    wrong = [k for k in own if k not in src or src[k].shape != own[k].shape]
+    if wrong or len(src) != len(own):
+        raise FacediffError(f"[autoencoder] init = {init!r}: its architecture differs from this run's [autoencoder] "
+                            f"(e.g. {(wrong or sorted(set(src) - set(own)))[0]}); use the same kind, "
+                            "block_out_channels, latent_channels and norm_num_groups")
+    ae.load_state_dict(src)
+
+
 def export_autoencoder(ae: Autoencoder, cfg: RunConfig, out: str | Path) -> Path:
     """``out/vae/`` (diffusers save_pretrained, safetensors) + ``out/training_config.json``. Everything a reader
     needs (VQ or KL, f, latent channels, image size) is in ``vae/config.json``: plain
