@@ -219,6 +219,28 @@ def text_pipe(tmp_path_factory) -> FacediffPipeline:
     return load_pipeline(folder)
 
 
+def test_uniform_panorama_equals_diffusers_panorama_pipeline(tmp_path):
+    """With the paper's uniform weights, `panorama` makes the image diffusers' StableDiffusionPanoramaPipeline
+    makes (one scheduler state per view there, the fused output here); Hann weights make another."""
+    from diffusers import StableDiffusionPanoramaPipeline
+
+    folder = tmp_path / "tiny-sd"
+    build_tiny_sd("f8-v", tmp_path).save_pretrained(folder, safe_serialization=True)  # DDIM, latent factor 8
+    theirs = StableDiffusionPanoramaPipeline.from_pretrained(folder, safety_checker=None, feature_extractor=None)
+    theirs.set_progress_bar_config(disable=True)
+    views = theirs.get_views  # window = the native latent size (4), stride = half of it, as ours
+    theirs.get_views = lambda h, w, circular_padding=False: views(h, w, window_size=4, stride=2,
+                                                                  circular_padding=circular_padding)
+    ref = theirs("a face", height=32, width=96, num_inference_steps=4, guidance_scale=3.0,
+                 generator=torch.Generator().manual_seed(5), output_type="np").images[0]
+    pipe = load_pipeline(folder)
+    kw = dict(width=96, prompt="a face", sampler="ddim", steps=4, guidance=3.0, seeds=[5], bootstrap=0.0)
+    uniform = panorama(pipe, window_weights="uniform", **kw).images[0].astype(np.float64)
+    assert np.abs(uniform - ref * 255).max() <= 1.0  # uint8 rounding
+    hann = panorama(pipe, window_weights="hann", **kw).images[0].astype(np.float64)
+    assert np.abs(hann - ref * 255).max() > 4
+
+
 def test_one_region_over_the_native_canvas_equals_plain_sampling(attr_pipe):
     s = attr_pipe.sample_size
     attrs = {"smiling": 5, "eyeglasses": 0}
