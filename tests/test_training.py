@@ -82,6 +82,34 @@ def test_compact_checkpoint_carries_a_run_to_another_directory(tmp_path, synth16
         compact_checkpoint(run, tmp_path / "packed")
 
 
+def test_a_bundled_export_continues_its_run_on_another_machine(tmp_path, synth16):
+    """checkpoint_from_bundle: the run's config and trainer state from a template run, the weights and EMA from
+    the export's U-Net (bf16), at the step the export was trained to; --resume continues from there."""
+    from safetensors.torch import load_file, save_file
+
+    from facediff.training.checkpoint import checkpoint_from_bundle
+
+    common = [f"data.path={synth16}", "train.log_every=1", "train.checkpoint_every=3", "train.batch_size=8"]
+    run = tmp_path / "run"
+    api.train("ddpm", TINY, run, overrides=common + ["train.max_steps=3"])
+    bundle = run / "export"
+    ckpt = checkpoint_from_bundle(bundle, run, tmp_path / "cont", step=7)
+    assert latest_checkpoint(tmp_path / "cont") == ckpt and ckpt.name == "step-0000007"
+    unet = load_file(str(bundle / "unet" / "diffusion_pytorch_model.safetensors"))
+    for name in ("model.safetensors", "ema.safetensors"):
+        got = load_file(str(ckpt / name))
+        assert all(torch.equal(got[k].float(), v.bfloat16().float()) for k, v in unet.items())
+    api.train("ddpm", None, tmp_path / "cont", overrides=["train.max_steps=9"], resume=True)
+    assert [st for st, _ in _losses(tmp_path / "cont")][-2:] == [8, 9]
+    with pytest.raises(FacediffError, match="exists; remove it first"):
+        checkpoint_from_bundle(bundle, run, tmp_path / "cont", step=7)
+    other = tmp_path / "other" / "unet"
+    other.mkdir(parents=True)
+    save_file({k: v for k, v in list(unet.items())[1:]}, str(other / "diffusion_pytorch_model.safetensors"))
+    with pytest.raises(FacediffError, match="is not the network of the run"):
+        checkpoint_from_bundle(other.parent, run, tmp_path / "cont2", step=7)
+
+
 def test_resume_from_a_compact_checkpoint_warms_the_fresh_optimizer_up_again(tmp_path, synth16):
     """No Adam moments in a compact checkpoint: the LR ramps (k + 1) / warmup_steps again from the resumed step,
     then follows the schedule (here constant); a full checkpoint resumes at the scheduled LR at once."""

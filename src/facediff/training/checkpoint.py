@@ -272,6 +272,37 @@ def compact_checkpoint(run_dir: Path, out_dir: Path) -> Path:
     return dst
 
 
+def checkpoint_from_bundle(bundle: Path, template: Path, out: Path, step: int) -> Path:
+    """Continue a bundled model's run on any machine without committing a second checkpoint of it: ``out`` is a
+    copy of the run ``template`` (its config and trainer state: LR scheduler, data order; e.g. the model's
+    committed compact run) without its checkpoints, plus one compact checkpoint at ``step`` whose weights and EMA
+    are ``bundle``'s U-Net (an export folder holding unet/). Returns the checkpoint folder."""
+    template, out = Path(template), Path(out)
+    ckpt = latest_checkpoint(template)
+    if ckpt is None:
+        raise FacediffError(f"{template}: no complete checkpoint to take the run's state from")
+    if out.exists():
+        raise FacediffError(f"{out} exists; remove it first")
+    unet = load_file(str(Path(bundle) / "unet" / "diffusion_pytorch_model.safetensors"))
+    layout = load_file(str(ckpt / "model.safetensors"))
+    prefix = "unet." if all(k.startswith("unet.") for k in layout) else ""  # t2i runs wrap the U-Net
+    weights = {prefix + k: (v.bfloat16() if v.is_floating_point() else v) for k, v in unet.items()}
+    if set(weights) != set(layout) or any(weights[k].shape != layout[k].shape for k in layout):
+        raise FacediffError(f"{bundle}: its U-Net is not the network of the run {template}")
+    shutil.copytree(template, out, ignore=shutil.ignore_patterns("state", "export", "cache", "samples"))
+    dst = out / "state" / f"step-{step:07d}"
+    dst.mkdir(parents=True)
+    save_file(weights, str(dst / "model.safetensors"))
+    save_file(weights, str(dst / "ema.safetensors"))
+    trainer = json.loads((ckpt / "trainer.json").read_text())
+    trainer.update(step=step, ema_step=step, compact=True)
+    trainer.pop("mixed_precision", None)  # "auto" measures again on this machine
+    trainer["lr_scheduler"].update(last_epoch=step, _step_count=step + 1)
+    (dst / "trainer.json").write_text(json.dumps(trainer, indent=1))
+    _write_manifest(dst, step)
+    return dst
+
+
 def load_weights(path: Path, which: str = "ema") -> dict[str, torch.Tensor]:
     """EMA (default) or raw weights of a checkpoint directory."""
     f = path / f"{which}.safetensors"
