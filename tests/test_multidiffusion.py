@@ -366,6 +366,7 @@ def test_layout_values_of_the_wrong_type_are_one_line_errors(tmp_path):
     for text, pattern in [("steps = 'a'", "steps = 'a': give an integer"),
                           ("bootstrap = 'x'", "bootstrap = 'x': give a number"),
                           ("circular = 1", "circular = 1: give true or false"),
+                          ("window_weights = 'box'", "layout.toml: window_weights = 'box': choose one of hann, uniform"),
                           ("[[region]]\nbox = [0, 0, 8, 8]\nguidance = 'x'", "region 1: guidance = 'x': give a number"),
                           ("[[region]]\nbox = [0, 0, 8, 8]\nseed = 1.5", "region 1: seed = 1.5: give an integer")]:
         path.write_text(f"width = 64\nheight = 32\n{text}\n")

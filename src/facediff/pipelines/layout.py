@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from facediff.errors import FacediffError
+from facediff.registry import WINDOW_WEIGHTS
 
 @dataclass
 class Region:
@@ -137,6 +138,8 @@ def layout_from_dict(data: dict, where: str = "layout", base: Path = Path(".")) 
         if not isinstance(data.get(k), int) or isinstance(data.get(k), bool):
             raise _fail(where, f"{k} = {data.get(k)!r}: give the canvas {k} in pixels (an integer)")
     _check_types(data, _LAYOUT_TYPES, where)
+    if data.get("window_weights", "hann") not in WINDOW_WEIGHTS:
+        raise _fail(where, f"window_weights = {data['window_weights']!r}: choose one of {', '.join(WINDOW_WEIGHTS)}")
     regions = data.pop("region", [])
     if not isinstance(regions, list) or not all(isinstance(t, dict) for t in regions):
         raise _fail(where, "regions are [[region]] tables")
