@@ -120,10 +120,12 @@ def test_resume_from_a_compact_checkpoint_warms_the_fresh_optimizer_up_again(tmp
     run = tmp_path / "run"
     api.train("ddpm", TINY, run, overrides=common + ["train.max_steps=5"])
     compact_checkpoint(run, tmp_path / "packed")
-    full = tmp_path / "full"
+    full, slower = tmp_path / "full", tmp_path / "slower"
     shutil.copytree(run, full)
+    shutil.copytree(run, slower)
     for d in (tmp_path / "packed", full):
         api.train("ddpm", None, d, overrides=["train.max_steps=8"], resume=True)
+    api.train("ddpm", None, slower, overrides=["train.max_steps=8", "train.lr=2.5e-4"], resume=True)
 
     def lrs(d):  # a row's LR is the one the next step uses
         return [json.loads(line)["lr"] for line in (d / "logs" / "metrics.jsonl").read_text().splitlines()]
@@ -131,6 +133,7 @@ def test_resume_from_a_compact_checkpoint_warms_the_fresh_optimizer_up_again(tmp
     first = [0.25e-3, 0.5e-3, 0.75e-3, 1e-3, 1e-3]  # warm-up k / 4, then constant
     assert lrs(full) == pytest.approx(first + [1e-3, 1e-3, 1e-3])
     assert lrs(tmp_path / "packed") == pytest.approx(first + [0.5e-3, 0.75e-3, 1e-3])
+    assert lrs(slower) == pytest.approx(first + [2.5e-4] * 3)  # resumed with another lr: the schedule follows it
     # the resumed run's overrides are its config now: a later --resume without them keeps them
     assert json.loads((full / "config.json").read_text())["train"]["max_steps"] == 8
 
