@@ -123,7 +123,7 @@ def run_panorama(req: Request, *, out: str | Path | None, save_each: str | Path 
     req = dataclasses.replace(req, seeds=[req.seed + i for i in range(req.n)])
     res = panorama(pipe, width=req.width, height=req.height, prompt=req.prompt, negative_prompt=req.negative_prompt,
                    attrs=req.attrs, conditions=req.conditions, circular=req.circular, stride=req.stride,
-                   window_weights=req.window_weights or "hann", steps=req.steps, sampler=req.sampler,
+                   window_weights=req.window_weights, steps=req.steps, sampler=req.sampler,
                    guidance=req.guidance, seed=req.seed, n=req.n, precision=req.precision,
                    callback_on_step_end=callback_on_step_end, progress=progress, task="panorama")
     return _composed(res, req, out, save_each, None)

@@ -129,6 +129,10 @@ class Request:
             self.width = _int("width", self.width, 1)
             self.height = None if self.height is None else _int("height", self.height, 1)
             self.stride = None if self.stride is None else _int("stride", self.stride, 1)
+            if self.window_weights is None:  # the layout's default, recorded so that the PNG re-runs as made
+                from facediff.pipelines.layout import Layout
+
+                self.window_weights = Layout.window_weights
         elif any(v is not None for v in (self.width, self.height, self.stride)) or self.circular:
             raise FacediffError(f"width / height / stride / circular: panorama settings, not {c} ones")
         if c == "sample" and self.window_weights is not None:
