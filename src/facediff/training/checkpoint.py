@@ -216,12 +216,12 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
 
 def load_checkpoint(path: Path, model: nn.Module, ema: nn.Module | None, optimizer: torch.optim.Optimizer | None,
                     lr_scheduler: Any | None,
-                    extra_modules: dict[str, tuple[nn.Module, torch.optim.Optimizer | None]] | None = None,
-                    base_lr: float | None = None) -> dict[str, Any]:
+                    extra_modules: dict[str, tuple[nn.Module, torch.optim.Optimizer | None]] | None = None
+                    ) -> dict[str, Any]:
     """Restore weights, EMA, optimizer, LR scheduler (and ``extra_modules``) in place, the optimizer at the
-    restored schedule's LR; returns trainer.json. ``base_lr``: the run's [train] lr now: a run resumed with
-    another lr (``--set train.lr=...``) continues its schedule scaled to it (every group by the same factor),
-    not at the checkpoint's."""
+    restored schedule's LR; returns trainer.json. The schedule keeps its step but the base LRs of
+    ``lr_scheduler`` as built for this run: a run resumed with another lr (``--set train.lr=...``) continues
+    its schedule at that lr, not at the checkpoint's."""
     try:
         trainer = json.loads((path / "trainer.json").read_text())
     except (OSError, ValueError):
@@ -233,12 +233,10 @@ def load_checkpoint(path: Path, model: nn.Module, ema: nn.Module | None, optimiz
     if optimizer is not None and not trainer.get("compact"):
         _optimizer_from_flat(optimizer, load_file(str(path / "optimizer.safetensors")), trainer["optimizer"])
     if lr_scheduler is not None:
-        state = trainer["lr_scheduler"]
-        old = (state.get("base_lrs") or [None])[0]
-        if base_lr is not None and old and old != base_lr:  # LambdaLR: lr = base * lambda(step)
-            k = base_lr / old
-            state = {**state, "base_lrs": [b * k for b in state["base_lrs"]],
-                     "_last_lr": [lr * k for lr in state.get("_last_lr", [])]}
+        state, now = trainer["lr_scheduler"], getattr(lr_scheduler, "base_lrs", None)
+        if now and state.get("base_lrs") and state["base_lrs"] != now:  # LambdaLR: lr = base * lambda(step)
+            state = {**state, "base_lrs": list(now),
+                     "_last_lr": [lr * b / old for lr, b, old in zip(state["_last_lr"], now, state["base_lrs"])]}
         lr_scheduler.load_state_dict(state)
         if optimizer is not None:  # loading a scheduler leaves the optimizer's LR as it was built
             for group, lr in zip(optimizer.param_groups, lr_scheduler.get_last_lr()):

@@ -224,7 +224,7 @@ def _setup(task: Task, cfg: RunConfig, out: Path, acc: Accelerator, resume: bool
         ema_model = copy.deepcopy(task.model).requires_grad_(False)
     if ckpt is not None:
         trainer = load_checkpoint(ckpt, task.model, ema_model, task.optimizer, sched,
-                                  extra_modules=task.extra_modules(), base_lr=tc.lr)
+                                  extra_modules=task.extra_modules())
         start_step, nonfinite_total = trainer["step"], trainer.get("nonfinite_total", 0)
         resumed_precision = trainer.get("mixed_precision")
         if trainer.get("compact"):
