@@ -106,7 +106,29 @@ def test_prompt_rules(t2i_run, tiny_run):
         api.load(tiny_run)(n=1, negative_prompt="glasses", steps=2)
     a = pipe(seeds=[3], prompt="a young man", steps=3).images
     b = pipe(seeds=[3], prompt="a young man", negative_prompt="glasses", steps=3).images
-    assert not np.array_equal(a, b)  # the negative prompt replaces the empty-prompt branch
+    assert not np.array_equal(a, b)  # the negative prompt reaches the guided prediction
+
+
+def test_negative_prompt_is_composed_as_a_not(t2i_run):
+    """--negative-prompt: empty + s (cond - empty) - s (neg - empty) (Composable Diffusion's NOT); a row with
+    the negative "" gets plain classifier-free guidance."""
+    from facediff.sampling.guidance import guided_denoiser
+
+    conditioner = api.load(t2i_run / "run").conditioner
+    cond = conditioner.encode(2, prompts=["a young man", "a smiling girl"])
+    branches = conditioner.branches(cond, 3.0, negative=["glasses", ""])
+    empty, neg = conditioner.null(cond), conditioner.null(cond, ["glasses", ""])
+    assert [c.encoder_hidden_states.shape[0] for c in branches.conditions] == [2, 2, 2]
+
+    def model_fn(x, t, encoder_hidden_states=None):  # linear in the condition: the combination is exact
+        return x + encoder_hidden_states.mean(dim=(1, 2))[:, None, None, None]
+
+    x, t = torch.randn(2, 4, 4, 4), torch.tensor([10, 10])
+    out = guided_denoiser(model_fn, branches)(x, t)
+    f = {k: model_fn(x, t, c.encoder_hidden_states) for k, c in (("e", empty), ("c", cond), ("n", neg))}
+    torch.testing.assert_close(out, f["e"] + 3.0 * (f["c"] - f["e"]) - 3.0 * (f["n"] - f["e"]))
+    assert not torch.allclose(f["n"][0], f["e"][0])  # "glasses" is not the empty prompt ...
+    torch.testing.assert_close(out[1], (f["e"] + 3.0 * (f["c"] - f["e"]))[1])  # ... "" is
 
 
 def test_t2i_resume_keeps_the_tokenizer_and_repeats_the_losses(t2i_run, tmp_path):
