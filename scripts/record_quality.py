@@ -60,11 +60,18 @@ def main() -> None:
     ap.add_argument("--sweep", type=Path, help="results.json of `facediff experiment sweep-isolation`")
     ap.add_argument("--command", action="append", default=[], help="a command that made the numbers (repeatable)")
     args = ap.parse_args()
-    if not (args.eval or args.understanding):
-        ap.error("give --eval and/or --understanding")
-    record = {"weights_sha256": weights_sha256(args.model), "oracle_sha256": oracle_sha256(),
-              "date": time.strftime("%Y-%m-%d"),
-              "machine": f"{_cpu()}, OMP_NUM_THREADS=1", "commands": args.command}
+    if not (args.eval or args.understanding or args.group or args.sweep):
+        ap.error("give at least one of --eval, --understanding, --group, --sweep")
+    out = args.model / "quality.json"
+    record = {"weights_sha256": weights_sha256(args.model), "oracle_sha256": oracle_sha256()}
+    old = json.loads(out.read_text()) if out.is_file() else {}
+    if all(old.get(k) == v for k, v in record.items()):  # same weights, same oracle: add to that record
+        record = {**old, "commands": old.get("commands", []) + args.command}
+    elif not (args.eval or args.understanding):
+        ap.error(f"{out} records other weights or another oracle: give --eval and/or --understanding")
+    else:
+        record["commands"] = args.command
+    record.update(date=time.strftime("%Y-%m-%d"), machine=f"{_cpu()}, OMP_NUM_THREADS=1")
     if args.eval:
         record["eval"] = _summary(json.loads(args.eval.read_text()))
     if args.understanding:
@@ -77,8 +84,9 @@ def main() -> None:
     if args.sweep:
         res = json.loads(args.sweep.read_text())
         record["sweep"] = {"worst": res["worst"], "target": res["target"], "grids": res["grids"],
-                           "per_attribute": {a["name"]: a["metrics"]["worst"] for a in res["arms"]}}
-    out = args.model / "quality.json"
+                           "per_attribute": {a["name"]: a["metrics"]["worst"] for a in res["arms"]},
+                           # the same measure on SynthFaces' own grids (raw, and through the autoencoder)
+                           "floors": res.get("floors", {}), "worst_held_spread": res.get("worst_held_spread")}
     out.write_text(json.dumps(record, indent=1) + "\n")
     print(f"wrote {out}")
 

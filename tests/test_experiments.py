@@ -161,3 +161,32 @@ def test_sweep_leakage_counts_only_changes_caused_by_the_swept_attribute(monkeyp
     assert max(others) == 0.0 and res["worst"] == max(p5, 1 - p5) and not res["met"]
     assert res["own_accuracy"]["beard"] == pytest.approx(1 - p5)  # beard's own row misread at base smiling 5
     assert all(res["own_accuracy"][a] == 1.0 for a in names if a != "beard")
+    # population view: beard's accuracy is 0 at smiling 5 and 1 elsewhere; nothing else moves
+    assert res["held_spread"]["smiling"]["beard"] == 1.0 and res["worst_held_spread"] == 1.0
+    assert sum(v for row in res["held_spread"].values() for v in row.values()) == 1.0
+
+    # the floor renders SynthFaces' own grids: face s with each tile's levels, so the fake model (which draws
+    # exactly the levels) sits on it, the oracle's smile-beard confusion included; an autoencoder that loses
+    # the smile (codes it as 0) makes the smile's own row wrong and hides that confusion
+    from facediff.data import synth
+
+    def render(seed, start, count, size, style, attributes):
+        img = np.zeros((8, 8, 3), np.uint8)
+        img[0, :len(names), 0] = [attributes[a] for a in names]
+        assert seed == 7 and count == 1 and size == 8
+        return [SimpleNamespace(image=img)]
+
+    class DropSmile:
+        def encode(self, x):
+            return x
+
+        def decode(self, z):
+            z = z.clone()
+            z[:, 0, 0, names.index("smiling")] = -1.0  # level 0 after the uint8 round trip
+            return z
+
+    monkeypatch.setattr(synth, "render_batch", render)
+    floor = sweep_isolation.real_sweep_leakage(names, 6, seeds, size=8)
+    assert floor["leakage"] == res["leakage"] and floor["held_spread"] == res["held_spread"]
+    lossy = sweep_isolation.real_sweep_leakage(names, 6, seeds, size=8, space=DropSmile())
+    assert lossy["own_accuracy"]["smiling"] == pytest.approx(1 / 6) and lossy["worst"] == 0.0

@@ -81,7 +81,7 @@ RECIPES: dict[str, RecipeInfo] = {
     "seed002-compare": RecipeInfo("002 Table 4.4", "attribute DDPM vs text model (+ LoRA) on every metric",
                                   45.0, True),
     "sweep-isolation": RecipeInfo("issue 26 Sec. 4", "sweep grids of an attribute model: how often moving one "
-                                  "attribute changes another (oracle-read, same seeds)", 10.0, False),
+                                  "attribute changes another (oracle-read, same seeds; real SynthFaces beside)", 10.0, False),
     # the bundled 64 px models: 184 min autoencoder + 107 min per latent model on one AMX thread
     "default-models": RecipeInfo("issue 26", "kl-f4-64 autoencoder + attribute / sketch / mask / composition "
                                  "/ text models at 64 px (the bundled ones), each measured on n = 512 held-out faces",
