@@ -286,6 +286,23 @@ def test_guided_denoiser_errors() -> None:
         Condition.cat([Condition(class_labels=torch.zeros(1, 3)), Condition(concat=torch.zeros(1, 1, 2, 2))])
 
 
+def test_batching_token_states_of_different_lengths_is_exact_for_cross_attention() -> None:
+    """Condition.cat tiles (B, L_i, D) states (and their masks) to the lcm length: a chunked long prompt batches
+    with the one-chunk empty prompt, and softmax attention over the tiled keys equals attention over the own."""
+    torch.manual_seed(0)
+    short, long_ = torch.randn(1, 4, 8), torch.randn(1, 6, 8)
+    masks = torch.tensor([[1, 1, 1, 0]]), torch.ones(1, 6, dtype=torch.long)
+    out = Condition.cat([Condition(encoder_hidden_states=short, encoder_attention_mask=masks[0]),
+                         Condition(encoder_hidden_states=long_, encoder_attention_mask=masks[1])])
+    assert out.encoder_hidden_states.shape == (2, 12, 8) and out.encoder_attention_mask.shape == (2, 12)
+    torch.testing.assert_close(out.encoder_hidden_states[0], short[0].repeat(3, 1))
+    assert out.encoder_attention_mask[0].tolist() == [1, 1, 1, 0] * 3
+    q = torch.randn(1, 5, 8)
+    attend = torch.nn.functional.scaled_dot_product_attention
+    torch.testing.assert_close(attend(q, out.encoder_hidden_states[:1], out.encoder_hidden_states[:1]),
+                               attend(q, short, short))
+
+
 def test_guided_denoiser_inside_sampler_one_call_per_step() -> None:
     proc = _process("linear", "epsilon")
     batches: list[int] = []

@@ -131,6 +131,60 @@ def test_negative_prompt_is_composed_as_a_not(t2i_run):
     torch.testing.assert_close(out[1], (f["e"] + 3.0 * (f["c"] - f["e"]))[1])  # ... "" is
 
 
+LONG = ("an elderly man with short grey hair, a full beard and a broad smile, thick-framed glasses, a round "
+        "face and pale skin, in a photo with a blue background")
+
+
+def test_a_long_prompt_is_encoded_in_chunks_as_a1111_does(t2i_run):
+    """A prompt over ``whole_tokens`` is split at its commas into chunks of up to ``chunk_tokens``, each encoded
+    on its own as BOS + chunk + EOS padded to L and concatenated; a shorter prompt is encoded whole, exactly as
+    diffusers does; rows of different chunk counts are tiled to one length; an over-long prompt is cut, with a
+    warning."""
+    from facediff.conditioning.text import MAX_CHUNKS, PromptEncoder
+    from facediff.models.text import encode_tokens
+
+    pipe = api.load(t2i_run / "run")
+    tok, te = pipe.tokenizer, pipe.text_encoder
+    L = tok.model_max_length
+    enc = PromptEncoder(tok, te, chunk_tokens=24, whole_tokens=36)
+    plain = encode_tokens(te, tokenize(tok, ["a young man"]), tok.pad_token_id)
+    torch.testing.assert_close(enc(["a young man"]), plain)  # one chunk: diffusers' encode_prompt
+    middle = LONG[:LONG.index(", a round")]  # over chunk_tokens, within whole_tokens: encoded whole
+    assert 24 < len(tok(middle, add_special_tokens=False).input_ids) <= 36
+    torch.testing.assert_close(enc([middle]), encode_tokens(te, tokenize(tok, [middle]), tok.pad_token_id))
+    ids = tok(LONG, add_special_tokens=False).input_ids
+    parts = enc._split(ids, 24)
+    assert len(parts) >= 2 and sum(parts, []) == ids and all(len(p) <= 24 for p in parts)
+    comma = tok.convert_tokens_to_ids(",</w>")
+    assert all(p[-1] == comma for p in parts[:-1])  # cut after a comma where one lies in the chunk's second half
+    states = enc([LONG])
+    assert states.shape == (1, len(parts) * L, plain.shape[-1])
+    first = torch.tensor([[tok.bos_token_id, *parts[0], tok.eos_token_id] + [tok.pad_token_id] * (L - len(parts[0]) - 2)])
+    torch.testing.assert_close(states[:, :L], encode_tokens(te, first, tok.pad_token_id))
+    both = enc(["a young man", LONG])
+    torch.testing.assert_close(both[0:1], plain.repeat(1, len(parts), 1))  # the short row, tiled
+    torch.testing.assert_close(both[1:], states)
+    longer = ", ".join([LONG] * 2)  # over 4 chunks of 24: chunks grow (by 8 tokens) until 4 hold it
+    grown = enc([longer])
+    assert grown.shape[1] <= MAX_CHUNKS * L and len(enc._split(tok(longer, add_special_tokens=False).input_ids, 24)) > 4
+    with pytest.warns(UserWarning, match="only the first .* are read"):  # beyond 4 chunks of L: cut, said
+        cut = enc([", ".join([LONG] * 8)])
+    assert cut.shape[1] == MAX_CHUNKS * L
+
+
+def test_tiling_a_short_prompt_beside_a_long_one_leaves_its_image_unchanged(t2i_run):
+    """Repeating every key and value of cross-attention r times leaves softmax attention unchanged, so a
+    short prompt gives the same image alone and batched beside a long (chunked) prompt; the long prompt's
+    tail reaches the image (diffusers would cut it off at L tokens)."""
+    pipe = api.load(t2i_run / "run")
+    pipe.prompt_chunk_tokens, pipe.prompt_whole_tokens = 24, 36
+    alone = pipe(seeds=[5], prompt="a young man", steps=3, output_type="pt").images
+    batched = pipe(seeds=[5, 6], prompt=["a young man", LONG], steps=3, output_type="pt").images
+    torch.testing.assert_close(batched[:1], alone, atol=1e-5, rtol=0)
+    cut = LONG[:LONG.index(", thick")]
+    assert not torch.allclose(batched[1:], pipe(seeds=[6], prompt=cut, steps=3, output_type="pt").images, atol=1e-3)
+
+
 def test_t2i_resume_keeps_the_tokenizer_and_repeats_the_losses(t2i_run, tmp_path):
     from facediff.data.synth import write_synth
 

@@ -48,11 +48,21 @@ class Condition:
 
     @staticmethod
     def cat(conditions: Sequence["Condition"]) -> "Condition":
-        """Concatenate along the batch, field by field (every condition must have the same fields)."""
+        """Concatenate along the batch, field by field (every condition must have the same fields); token
+        states of long prompts (several chunks) and short ones are tiled to one length (``tile_states``)."""
+        from facediff.conditioning.text import tile_states
+
         present = [tuple(c.fields()) for c in conditions]
         if len(set(present)) != 1:
             raise ValueError(f"cannot batch conditions with different fields: {sorted(set(present))}")
-        return Condition(**{k: torch.cat([getattr(c, k) for c in conditions]) for k in present[0]})
+        fields = {k: [getattr(c, k) for c in conditions] for k in present[0]}
+        if "encoder_hidden_states" in fields:
+            lengths = [s.shape[1] for s in fields["encoder_hidden_states"]]
+            fields["encoder_hidden_states"] = tile_states(fields["encoder_hidden_states"])
+            if "encoder_attention_mask" in fields:  # (B, L) masks repeat with their states
+                fields["encoder_attention_mask"] = [m.repeat(1, fields["encoder_hidden_states"][0].shape[1] // n)
+                                                    for m, n in zip(fields["encoder_attention_mask"], lengths)]
+        return Condition(**{k: torch.cat(v) for k, v in fields.items()})
 
 
 @dataclass(frozen=True)

@@ -9,11 +9,17 @@ saved with ``vocab.json`` / ``merges.txt`` beside ``tokenizer.json``, so diffuse
 
 ``PromptEncoder`` is what the conditioner calls: prompts -> the (B, L, D) last hidden states of the text
 encoder, exactly as ``StableDiffusionPipeline.encode_prompt`` computes them (padding to max_length, no
-attention mask), so a prompt gives the same condition here and in plain diffusers.
+attention mask), so a prompt gives the same condition here and in plain diffusers. A prompt longer than
+``whole_tokens`` (diffusers would cut it off at L) is encoded as AUTOMATIC1111's web UI does: split into
+chunks of up to ``chunk_tokens`` at the last comma / full stop that fits, each encoded on its own as BOS +
+chunk + EOS padded to L, the states concatenated (B, k L, D). Rows of different lengths are tiled to a common
+one (``tile_states``).
 """
 from __future__ import annotations
 
 import json
+import math
+import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -76,8 +82,19 @@ def tokenize(tokenizer, prompts: Sequence[str]) -> torch.Tensor:
 class PromptEncoder:
     """prompts -> (B, L, D) token embeddings tau(y) of a text encoder (the null prompt is "")."""
 
-    def __init__(self, tokenizer, text_encoder: nn.Module):
+    def __init__(self, tokenizer, text_encoder: nn.Module, chunk_tokens: int | None = None,
+                 whole_tokens: int | None = None):
         self.tokenizer, self.text_encoder = tokenizer, text_encoder
+        self._specials = list(tokenizer("").input_ids)  # what frames every text: BOS EOS (CLIP), [CLS] [SEP] (BERT)
+        length = int(tokenizer.model_max_length) - len(self._specials)
+        # a prompt of up to whole_tokens tokens is encoded whole (the span the model's training captions filled,
+        # sampling_defaults.json "prompt_whole_tokens"; else the tokenizer's length, A1111: 75 of CLIP's 77);
+        # a longer one in chunks of up to chunk_tokens ("prompt_chunk_tokens"; else whole_tokens)
+        self.max_tokens = length
+        self.whole_tokens = min(int(whole_tokens or length), length)
+        self.chunk_tokens = min(int(chunk_tokens or self.whole_tokens), self.whole_tokens)
+        self._breaks: set[int] | None = None  # ids of , . ; : (and of word ends), read from the vocab once
+        self._word_ends: set[int] = set()
 
     @property
     def width(self) -> int:
@@ -89,9 +106,55 @@ class PromptEncoder:
             raise FacediffError(f"prompts must be strings; got {[type(p).__name__ for p in prompts][:3]}")
         from facediff.models.text import encode_tokens
 
+        tok = self.tokenizer
         device = next(self.text_encoder.parameters()).device
-        ids = tokenize(self.tokenizer, prompts).to(device)
-        return encode_tokens(self.text_encoder, ids, self.tokenizer.pad_token_id).float()
+        content = tok(list(prompts), add_special_tokens=False).input_ids
+        if all(len(ids) <= self.whole_tokens for ids in content):  # one chunk each: diffusers' encode_prompt
+            return encode_tokens(self.text_encoder, tokenize(tok, prompts).to(device), tok.pad_token_id).float()
+        rows = []
+        for prompt, ids in zip(prompts, content):
+            parts, size = [ids], self.chunk_tokens
+            while len(ids) > self.whole_tokens:  # chunks of `size`, grown to the tokenizer's length if need be
+                parts = self._split(ids, size)
+                if len(parts) <= MAX_CHUNKS or size >= self.max_tokens:
+                    break
+                size = min(size + 8, self.max_tokens)
+            if len(parts) > MAX_CHUNKS:  # diffusers cuts at L tokens with a warning; we at MAX_CHUNKS chunks
+                kept = sum(len(c) for c in parts[:MAX_CHUNKS])
+                warnings.warn(f"prompt {prompt[:40]!r}...: {len(ids)} tokens; only the first {kept} are read "
+                              f"({MAX_CHUNKS} chunks of up to {self.max_tokens})", stacklevel=2)
+                parts = parts[:MAX_CHUNKS]
+            ids_k = [self._specials[:1] + c + self._specials[1:] for c in parts]  # BOS chunk EOS, like a prompt
+            ids_k = [c + [tok.pad_token_id] * (tok.model_max_length - len(c)) for c in ids_k]
+            states = encode_tokens(self.text_encoder, torch.tensor(ids_k, device=device), tok.pad_token_id)
+            rows.append(states.float().reshape(1, -1, states.shape[-1]))  # (k, L, D) -> (1, k L, D)
+        return torch.cat(tile_states(rows))
+
+    def _split(self, ids: list[int], n: int) -> list[list[int]]:
+        """Chunks of at most ``n`` ids, each ending at the last break (, . ; :) of its second half
+        where there is one (A1111 looks back 20 tokens for a comma), else at the last word end, else at the
+        limit."""
+        if self._breaks is None:
+            vocab = self.tokenizer.get_vocab()
+            self._breaks = {vocab[t] for p in ",.;:" for t in (p, p + "</w>") if t in vocab}
+            self._word_ends = {i for t, i in vocab.items() if t.endswith("</w>")}
+        out = []
+        while len(ids) > n:
+            cuts = ([i + 1 for i in range(n // 2, n) if ids[i] in self._breaks]
+                    or [i + 1 for i in range(n // 2, n) if ids[i] in self._word_ends] or [n])
+            out.append(ids[:cuts[-1]])
+            ids = ids[cuts[-1]:]
+        return out + [ids]
+
+
+MAX_CHUNKS = 4  # most chunks of a prompt: rows are tiled to the lcm of their chunk counts, at most 12
+
+
+def tile_states(states: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """Token states (B_i, L_i, D) tiled along the sequence to the lcm of the L_i. Exact for cross-attention:
+    repeating every key and value r times leaves softmax(q K^T) V unchanged (each weight is divided by r)."""
+    length = math.lcm(*(s.shape[1] for s in states))
+    return [s.repeat(1, length // s.shape[1], 1) if s.shape[1] != length else s for s in states]
 
 
 # ------------------------------------------------------------------------------------------------ the kind

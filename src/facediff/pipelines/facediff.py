@@ -97,7 +97,8 @@ class FacediffPipeline(DiffusionPipeline):
     def condition_kinds(self) -> tuple[ConditionKind, ...]:
         """The model's condition kinds: its ``conditions`` config (descriptions, in channel / vector order),
         or for models saved before it the keys ``attributes`` / ``sketch`` and a text encoder."""
-        text = PromptEncoder(self.tokenizer, self.text_encoder) if self.takes_text else None
+        text = PromptEncoder(self.tokenizer, self.text_encoder, getattr(self, "prompt_chunk_tokens", None),
+                             getattr(self, "prompt_whole_tokens", None)) if self.takes_text else None
         if not self._conditions:
             return Conditioner.from_parts(self._attributes, self._num_levels,
                                           self.latent_shape[1] if self._sketch else None, text, self.grid).kinds

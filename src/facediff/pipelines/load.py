@@ -144,13 +144,18 @@ def load_pipeline(path: str | Path | None = None, device: str | torch.device = "
                 dlogging.enable_progress_bar()
     if (folder / TRAINING_CONFIG).is_file():
         pipe.training_config = json.loads((folder / TRAINING_CONFIG).read_text())
-    pipe.default_guidance = sampling_defaults(folder).get("guidance")
+    defaults = sampling_defaults(folder)
+    pipe.default_guidance = defaults.get("guidance")
+    pipe.prompt_whole_tokens = defaults.get("prompt_whole_tokens")  # None: the tokenizer's length
+    pipe.prompt_chunk_tokens = defaults.get("prompt_chunk_tokens")  # None: prompt_whole_tokens
     pipe.model_dir = folder
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)
 
 
-SAMPLING_DEFAULTS = "sampling_defaults.json"  # optional, beside the components: {"guidance": 5.0, "measured": "..."}
+# optional, beside the components: {"guidance": 5.0, "measured": "...", and for text models "prompt_whole_tokens":
+# 62 (the longest prompt encoded whole), "prompt_chunk_tokens": 28 (the chunks of longer ones; conditioning.text)}
+SAMPLING_DEFAULTS = "sampling_defaults.json"
 
 
 DEFAULT_GUIDANCE = 3.0  # a model's guidance scale when it names none
@@ -164,7 +169,8 @@ def resolve_guidance(pipe, guidance: float | None) -> float:
 
 
 def sampling_defaults(folder: Path) -> dict:
-    """The model's own sampling defaults (today: its guidance scale, chosen by measurement), {} if none."""
+    """The model's own sampling defaults (its guidance scale, chosen by measurement; a text model's prompt chunk
+    length), {} if none."""
     path = Path(folder) / SAMPLING_DEFAULTS
     if not path.is_file():
         return {}
@@ -172,10 +178,15 @@ def sampling_defaults(folder: Path) -> dict:
         data = json.loads(path.read_text())
     except ValueError:
         raise FacediffError(f"{path}: not valid JSON; fix or delete it") from None
-    guidance = data.get("guidance") if isinstance(data, dict) else None
+    data = data if isinstance(data, dict) else {}
+    guidance = data.get("guidance")
     if guidance is not None and (isinstance(guidance, bool) or not isinstance(guidance, (int, float))):
         raise FacediffError(f"{path}: guidance = {guidance!r}: give a number")
-    return data if isinstance(data, dict) else {}
+    for key in ("prompt_whole_tokens", "prompt_chunk_tokens"):
+        v = data.get(key)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 8):
+            raise FacediffError(f"{path}: {key} = {v!r}: give a whole number of tokens >= 8")
+    return data
 
 
 def _lora_export(path: str | Path | None) -> Path | None:
