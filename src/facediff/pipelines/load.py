@@ -154,7 +154,7 @@ def load_pipeline(path: str | Path | None = None, device: str | torch.device = "
 
 
 # optional, beside the components: {"guidance": 5.0, "measured": "...", and for text models "prompt_whole_tokens":
-# 62 (the longest prompt encoded whole), "prompt_chunk_tokens": 28 (the chunks of longer ones; conditioning.text)}
+# 60 (the longest prompt encoded whole), "prompt_chunk_tokens": 28 (the chunks of longer ones; conditioning.text)}
 SAMPLING_DEFAULTS = "sampling_defaults.json"
 
 
