@@ -149,6 +149,10 @@ def test_a_long_prompt_is_encoded_in_chunks_as_a1111_does(t2i_run):
     enc = PromptEncoder(tok, te, chunk_tokens=24, whole_tokens=36)
     plain = encode_tokens(te, tokenize(tok, ["a young man"]), tok.pad_token_id)
     torch.testing.assert_close(enc(["a young man"]), plain)  # one chunk: diffusers' encode_prompt
+    twice = ", ".join([LONG] * 2)  # over L tokens
+    with pytest.warns(UserWarning, match="reads the first"):  # a model without the keys: diffusers' cut, said
+        torch.testing.assert_close(PromptEncoder(tok, te)([twice]),
+                                   encode_tokens(te, tokenize(tok, [twice]), tok.pad_token_id))
     middle = LONG[:LONG.index(", a round")]  # over chunk_tokens, within whole_tokens: encoded whole
     assert 24 < len(tok(middle, add_special_tokens=False).input_ids) <= 36
     torch.testing.assert_close(enc([middle]), encode_tokens(te, tokenize(tok, [middle]), tok.pad_token_id))

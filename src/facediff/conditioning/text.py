@@ -9,11 +9,11 @@ saved with ``vocab.json`` / ``merges.txt`` beside ``tokenizer.json``, so diffuse
 
 ``PromptEncoder`` is what the conditioner calls: prompts -> the (B, L, D) last hidden states of the text
 encoder, exactly as ``StableDiffusionPipeline.encode_prompt`` computes them (padding to max_length, no
-attention mask), so a prompt gives the same condition here and in plain diffusers. A prompt longer than
-``whole_tokens`` (diffusers would cut it off at L) is encoded as AUTOMATIC1111's web UI does: split into
-chunks of up to ``chunk_tokens`` at the last comma / full stop that fits, each encoded on its own as BOS +
-chunk + EOS padded to L, the states concatenated (B, k L, D). Rows of different lengths are tiled to a common
-one (``tile_states``).
+attention mask), so a prompt gives the same condition here and in plain diffusers. For a model that sets
+``whole_tokens`` / ``chunk_tokens``, a longer prompt (diffusers cuts it off at L) is encoded as AUTOMATIC1111's
+web UI does: split into chunks of up to ``chunk_tokens`` at the last comma / full stop that fits, each encoded
+on its own as BOS + chunk + EOS padded to L, the states concatenated (B, k L, D). Rows of different lengths are
+tiled to a common one (``tile_states``).
 """
 from __future__ import annotations
 
@@ -88,8 +88,9 @@ class PromptEncoder:
         self._specials = list(tokenizer("").input_ids)  # what frames every text: BOS EOS (CLIP), [CLS] [SEP] (BERT)
         length = int(tokenizer.model_max_length) - len(self._specials)
         # a prompt of up to whole_tokens tokens is encoded whole (the span the model's training captions filled,
-        # sampling_defaults.json "prompt_whole_tokens"; else the tokenizer's length, A1111: 75 of CLIP's 77);
-        # a longer one in chunks of up to chunk_tokens ("prompt_chunk_tokens"; else whole_tokens)
+        # sampling_defaults.json "prompt_whole_tokens"), a longer one in chunks of up to chunk_tokens
+        # ("prompt_chunk_tokens"; else whole_tokens). Neither given: diffusers' rule, cut at the tokenizer's length
+        self.chunked = whole_tokens is not None or chunk_tokens is not None
         self.max_tokens = length
         self.whole_tokens = min(int(whole_tokens or length), length)
         self.chunk_tokens = min(int(chunk_tokens or self.whole_tokens), self.whole_tokens)
@@ -109,7 +110,12 @@ class PromptEncoder:
         tok = self.tokenizer
         device = next(self.text_encoder.parameters()).device
         content = tok(list(prompts), add_special_tokens=False).input_ids
-        if all(len(ids) <= self.whole_tokens for ids in content):  # one chunk each: diffusers' encode_prompt
+        if not self.chunked or all(len(ids) <= self.whole_tokens for ids in content):  # diffusers' encode_prompt
+            for prompt, ids in zip(prompts, content):
+                if len(ids) > self.max_tokens:
+                    warnings.warn(f"prompt {prompt[:40]!r}...: {len(ids)} tokens; the model reads the first "
+                                  f"{self.max_tokens} (its sampling_defaults.json can set prompt_whole_tokens to "
+                                  f"read long prompts in chunks)", stacklevel=2)
             return encode_tokens(self.text_encoder, tokenize(tok, prompts).to(device), tok.pad_token_id).float()
         rows = []
         for prompt, ids in zip(prompts, content):

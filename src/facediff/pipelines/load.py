@@ -153,7 +153,8 @@ def load_pipeline(path: str | Path | None = None, device: str | torch.device = "
     return pipe.to(device)
 
 
-# optional, beside the components: {"guidance": 5.0, "measured": "...", and for text models "prompt_whole_tokens":
+# optional, beside the components: {"guidance": 5.0, "measured": "...", and for text models that read long prompts
+# in chunks "prompt_whole_tokens":
 # 60 (the longest prompt encoded whole), "prompt_chunk_tokens": 28 (the chunks of longer ones; conditioning.text)}
 SAMPLING_DEFAULTS = "sampling_defaults.json"
 
