@@ -17,6 +17,7 @@ tiled to a common one (``tile_states``).
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 import warnings
@@ -94,8 +95,6 @@ class PromptEncoder:
         self.max_tokens = length
         self.whole_tokens = min(int(whole_tokens or length), length)
         self.chunk_tokens = min(int(chunk_tokens or self.whole_tokens), self.whole_tokens)
-        self._breaks: set[int] | None = None  # ids of , . ; : (and of word ends), read from the vocab once
-        self._word_ends: set[int] = set()
 
     @property
     def width(self) -> int:
@@ -140,17 +139,23 @@ class PromptEncoder:
         """Chunks of at most ``n`` ids, each ending at the last break (, . ; :) of its second half
         where there is one (A1111 looks back 20 tokens for a comma), else at the last word end, else at the
         limit."""
-        if self._breaks is None:
-            vocab = self.tokenizer.get_vocab()
-            self._breaks = {vocab[t] for p in ",.;:" for t in (p, p + "</w>") if t in vocab}
-            self._word_ends = {i for t, i in vocab.items() if t.endswith("</w>")}
+        breaks, word_ends = _cut_points(self.tokenizer)
         out = []
         while len(ids) > n:
-            cuts = ([i + 1 for i in range(n // 2, n) if ids[i] in self._breaks]
-                    or [i + 1 for i in range(n // 2, n) if ids[i] in self._word_ends] or [n])
+            cuts = ([i + 1 for i in range(n // 2, n) if ids[i] in breaks]
+                    or [i + 1 for i in range(n // 2, n) if ids[i] in word_ends] or [n])
             out.append(ids[:cuts[-1]])
             ids = ids[cuts[-1]:]
         return out + [ids]
+
+
+@functools.lru_cache(maxsize=8)
+def _cut_points(tokenizer) -> tuple[frozenset[int], frozenset[int]]:
+    """Ids of , . ; : and of word ends (``</w>``) in ``tokenizer``'s vocabulary, read once per tokenizer (the
+    pipeline builds a new ``PromptEncoder`` per call)."""
+    vocab = tokenizer.get_vocab()
+    return (frozenset(vocab[t] for p in ",.;:" for t in (p, p + "</w>") if t in vocab),
+            frozenset(i for t, i in vocab.items() if t.endswith("</w>")))
 
 
 MAX_CHUNKS = 4  # most chunks of a prompt: rows are tiled to the lcm of their chunk counts, at most 12

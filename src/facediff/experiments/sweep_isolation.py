@@ -71,9 +71,9 @@ def real_sweep_leakage(names: tuple[str, ...], L: int, seeds: list[int], size: i
     from facediff.conditioning.attributes import attribute_sweep
     from facediff.data.synth import render_batch
 
-    conds = [c for s in seeds for c in attribute_sweep(names, L, s)[0]]
-    faces = np.stack([render_batch(7, s, 1, size, style, c)[0].image for s in seeds
-                      for c in attribute_sweep(names, L, s)[0]])
+    grids = [(s, c) for s in seeds for c in attribute_sweep(names, L, s)[0]]  # seed-major, as the model's
+    conds = [c for _, c in grids]
+    faces = np.stack([render_batch(7, s, 1, size, style, c)[0].image for s, c in grids])
     if space is not None:
         with torch.no_grad():
             x = torch.from_numpy(faces).permute(0, 3, 1, 2).float() / 127.5 - 1
