@@ -3,7 +3,10 @@ same network and batch, with achieved FLOP/s against this GPU's bf16 GEMM peak m
 
 Arms, for every ``--configs`` item SIZE:BATCH (each tool at its best setting on a GPU: bf16):
   * ``facediff``: ``facediff train ddpm --config default-32`` (unconditional), ``mixed_precision = "auto"`` (bf16
-    on a GPU that has it), timed from its own ``logs/metrics.jsonl`` over steps ``warmup .. warmup+steps``;
+    on a GPU that has it), ``host_sync = "auto"`` (no per-step host reads on CUDA), timed from its own
+    ``logs/metrics.jsonl`` (a row every 10 steps) over steps ``warmup .. warmup+steps``;
+  * ``facediff-step-sync``: the same with ``host_sync = "step"`` (the loss and the non-finite flag read every
+    step: the loop as measured before, 0.89x the example on an H200);
   * ``diffusers-example``: ``train_unconditional.py`` unmodified (``--diffusers-example PATH``), same PNG folder,
     the same U-Net config (``--model_config_name_or_path``), ``--mixed_precision bf16``, 4 loader workers,
     timed from its own tqdm step log (start-up excluded); skipped with the reason if it cannot start;
@@ -100,10 +103,13 @@ def network_step(size: int, batch: int, steps: int, warmup: int, variant: str) -
     return {"img_per_s": rate, "warmup_seconds": round(warm_s, 2)}
 
 
-def run_facediff(a, ds: Path, work: Path, size: int, batch: int) -> dict:
+def run_facediff(a, ds: Path, work: Path, size: int, batch: int, host_sync: str) -> dict:
+    """``facediff train`` with host_sync "auto" (on CUDA: no per-step host reads, training/host_sync.py) or
+    "step" (the loss and the non-finite flag read every step, as before), rows every 10 steps for both."""
     rate, precision = run_facediff_train(sys.executable, ds, work / f"facediff-run-{size}-{batch}", size, batch,
-                                         a.warmup, a.steps, "auto", gpu_env(), a.arm_timeout)
-    return {"img_per_s": rate, "precision": f"{precision['chosen']} ({precision['reason']})"}
+                                         a.warmup, a.steps, "auto", gpu_env(), a.arm_timeout, host_sync=host_sync,
+                                         log_every=10)
+    return {"img_per_s": rate, "precision": f"{precision['chosen']} ({precision['reason']})", "host_sync": host_sync}
 
 
 def run_example(a, folder: Path, config_dir: Path, work: Path, size: int, batch: int) -> dict:
@@ -134,7 +140,8 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=2048, help="SynthFaces images (rendered here)")
     ap.add_argument("--example-workers", type=int, default=4, help="the example's --dataloader_num_workers")
     ap.add_argument("--arm-timeout", type=float, default=150, help="seconds before an arm is given up")
-    ap.add_argument("--arms", default="facediff,diffusers-example," + ",".join(VARIANTS), help="arms to run")
+    ap.add_argument("--arms", default="facediff,facediff-step-sync,diffusers-example," + ",".join(VARIANTS),
+                    help="arms to run")
     ap.add_argument("--work", default="/tmp/facediff-gpu-throughput")
     ap.add_argument("--out", default="benchmarks/results/gpu_throughput.json")
     a = ap.parse_args()
@@ -165,8 +172,8 @@ def main() -> None:
             runs, error = [], None
             for _ in range(reps):
                 try:
-                    if arm == "facediff":
-                        runs.append(run_facediff(a, ds, work, size, batch))
+                    if arm in ("facediff", "facediff-step-sync"):
+                        runs.append(run_facediff(a, ds, work, size, batch, "auto" if arm == "facediff" else "step"))
                     elif arm == "diffusers-example":
                         if not a.diffusers_example:
                             error = "not run: no --diffusers-example"

@@ -79,17 +79,21 @@ def forward_flops(size: int, batch: int) -> float:
 
 
 def run_facediff_train(python: str, ds: Path, out: Path, size: int, batch: int, warmup: int, steps: int,
-                       mixed_precision: str, env: dict[str, str], timeout: float | None = None) -> tuple[float, dict]:
+                       mixed_precision: str, env: dict[str, str], timeout: float | None = None,
+                       host_sync: str = "auto", log_every: int = 1) -> tuple[float, dict]:
     """``facediff train ddpm --config default-32`` on the benchmark network: (img/s over steps ``warmup ..
-    warmup+steps`` from its own logs/metrics.jsonl, the run's precision choice from logs/summary.json)."""
+    warmup+steps`` from its own logs/metrics.jsonl, the run's precision choice from logs/summary.json).
+    ``host_sync`` / ``log_every``: [train]'s (a log row reads the device, so time a sync-free loop with rows
+    every few steps; ``warmup`` and ``steps`` multiples of ``log_every``)."""
     import shutil
 
     shutil.rmtree(out, ignore_errors=True)
     cmd = [python, "-m", "facediff.cli.main", "train", "ddpm", "--config", "default-32", "--data", str(ds),
            "--out", str(out)]
     for item in facediff_overrides(size, batch) + [
-            f"train.max_steps={warmup + steps + 1}", "train.log_every=1", "train.checkpoint_every=0",
-            "train.sample_every=0", "train.sample_steps=1", f"train.mixed_precision={mixed_precision}"]:
+            f"train.max_steps={warmup + steps + 1}", f"train.log_every={log_every}", "train.checkpoint_every=0",
+            "train.sample_every=0", "train.sample_steps=1", f"train.mixed_precision={mixed_precision}",
+            f"train.host_sync={host_sync}"]:
         cmd += ["--set", item]
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
     if r.returncode != 0:

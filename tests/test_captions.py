@@ -277,3 +277,37 @@ def test_folder_sidecar_caption_is_its_first_line(tmp_path: Path):
     notes = {n["file"]: n["note"] for n in json.loads((out / "manifest.json").read_text())["notes"]}
     assert "a.txt: only its first line" in notes["a.png"] and "2 further line(s)" in notes["a.png"]
     assert "1 further line(s)" in notes["b.png"] and "c.png" not in notes
+
+
+@pytest.mark.parametrize("prompt, negative, want_prompt, want_negative, moved", [
+    ("a photo of a man", "glasses", "a photo of a man, no glasses", "", ["eyeglasses"]),
+    ("a photo of a man", "Glasses, blurry", "a photo of a man, no glasses", "blurry", ["eyeglasses"]),
+    ("A photo of a woman.", "a smile and bangs", "A photo of a woman. not smiling, no bangs", "", ["smiling", "bangs"]),
+    ("1girl, anime", "beard | eyewear | low quality", "1girl, anime, no beard, no glasses", "low quality",
+     ["beard", "eyeglasses"]),
+    (None, "smiling", "not smiling", "", ["smiling"]),
+    # the prompt names the attribute itself: the negative prompt steers away from that word's level, as said
+    ("a man with glasses", "glasses", "a man with glasses", "glasses", []),
+    # level-specific words and other text stay negative
+    ("a man", "sunglasses, a big laugh, long beard", "a man", "sunglasses, a big laugh, long beard", []),
+    ("a man", "glasses, glasses", "a man, no glasses", "", ["eyeglasses"]),
+])
+def test_negative_presence_words_read_as_negation(prompt, negative, want_prompt, want_negative, moved):
+    from facediff.data.captions import negative_as_negation
+
+    got = negative_as_negation(prompt, negative)
+    assert got == (want_prompt, want_negative, moved)
+    if moved:  # the added phrases are what the parser (and so the training captions) read as level 0
+        assert all(parse_caption(got[0]).attributes[a] == 0 for a in moved)
+
+
+def test_negation_phrases_are_training_phrases_of_level_0():
+    from facediff.data.captions import GENERIC_WORDS, NEGATION_PHRASES
+    from facediff.data.free_text import PHRASES_FREE
+
+    for attr, phrase in NEGATION_PHRASES.items():
+        assert phrase in PHRASES_FREE[attr][0]  # the free captions say level 0 this way
+        # each bare word the parser knows names one level above 0 (why guidance away from it needs this);
+        # the others ("eyewear", "facial hair") are no caption words at all, so the model cannot steer from them
+        levels = [parse_caption(f"a person with {w}").attributes.get(attr) for w in GENERIC_WORDS[attr]]
+        assert all(lvl is None or lvl > 0 for lvl in levels) and any(lvl for lvl in levels)

@@ -77,3 +77,19 @@ def test_readme_setup_commands_are_what_ci_runs():
     out = subprocess.run([sys.executable, str(ROOT / "scripts" / "readme_commands.py"), "test"], capture_output=True,
                          text=True, check=True).stdout.strip()
     assert out == test
+
+
+def test_a_negative_prompt_alone_picks_the_bundled_text_model(tmp_path):
+    """`facediff sample --negative-prompt glasses` (no --model, no prompt) is text the attribute model cannot read:
+    the bundled text model runs, says so, and reads the bare word as the prompt's "no glasses"."""
+    from typer.testing import CliRunner
+
+    from facediff.cli.main import app
+    from facediff.request import Request
+
+    res = CliRunner().invoke(app, ["sample", "--negative-prompt", "glasses", "--n", "1", "--steps", "2",
+                                   "--out", str(tmp_path / "f.png")])
+    assert res.exit_code == 0, res.output
+    assert "text_model" in res.output and "'no glasses' added to the prompt" in res.output
+    req = Request.from_png(tmp_path / "f.png")
+    assert req.model_name == "text_model" and req.negative_prompt == "glasses" and req.prompt is None

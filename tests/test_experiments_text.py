@@ -231,7 +231,13 @@ def test_text_understanding(tmp_path, text_model):
     from facediff.data.captions import parse_caption
     from facediff.experiments.understanding import NEGATION
 
-    res, md = _run("text-understanding", tmp_path / "und", model=text_model)
+    import shutil
+
+    from facediff.experiments.understanding import NEGATIVE_PROMPTS
+
+    model = shutil.copytree(text_model / "export", tmp_path / "model")  # a model that reads "glasses" as "no glasses"
+    (model / "sampling_defaults.json").write_text(json.dumps({"negative_words_as_negation": True}))
+    res, md = _run("text-understanding", tmp_path / "und", model=model)
     for name in ("free", "heldout_templates"):
         assert 0.0 <= res["free_phrasing"][name]["attr"]["accuracy"] <= 1.0
     assert set(res["negation"]) == set(NEGATION)
@@ -240,7 +246,11 @@ def test_text_understanding(tmp_path, text_model):
         assert parse_caption(arms["named"]["example"]).attributes.get(attr, 0) > 0
         assert attr not in parse_caption(arms["open"]["example"]).attributes
         assert all(0.0 <= arms[a]["with_attribute"] <= 1.0 for a in arms)
-    assert res["negative_prompt"]["beard"]["negative_prompt"] == "beard"
+    assert set(res["negative_prompt"]) == set(NEGATIVE_PROMPTS)
+    for attr, row in res["negative_prompt"].items():  # every negative prompt, as the model reads it and as written
+        assert row["negative_prompt"] == NEGATIVE_PROMPTS[attr][0] and row["read_as_negation"]
+        assert all(0.0 <= row[k] <= 1.0 for k in ("with_attribute", "with_attribute_negative",
+                                                   "with_attribute_negative_as_written"))
     for row in res["diversity"]["per_prompt"]:
         assert row["real_spread"] > 0 and math.isclose(row["ratio"], row["generated_spread"] / row["real_spread"])
     assert "## Negation" in md and "## Diversity" in md

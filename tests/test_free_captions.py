@@ -51,6 +51,45 @@ def test_named_facts_are_the_labels_and_unnamed_ones_are_absent():
         assert 0.3 * n < named[fact] < 0.97 * n, (fact, named[fact])
 
 
+@pytest.mark.parametrize("subject", ["a woman with {}", "{}", "1girl, {}, smile"])
+def test_every_loose_phrase_reads_back_as_its_level_and_is_no_held_out_word(subject):
+    from facediff.data import synth_text
+    from facediff.data.free_text import _LOOSE_AGE, LOOSE_FREE
+
+    held_out = [p for levels in synth_text.HELDOUT_PHRASES.values() for ps in levels for p in ps]
+    held_out += [w for ws in (*synth_text.HAIR_LENGTH_WORDS_HELDOUT.values(), *synth_text._MEDIUM_HELDOUT.values())
+                 for w in ws] + ["lady", "gentleman"]
+    for attr, levels in LOOSE_FREE.items():
+        for level, phrases in enumerate(levels):
+            for phrase in phrases:
+                assert parse_caption(subject.format(phrase)).attributes.get(attr) == level, (attr, level, phrase)
+                assert phrase not in PHRASES_FREE[attr][level]  # a word the plain free captions never use
+                assert not any(phrase in h for h in held_out), phrase
+    for gender, levels in _LOOSE_AGE.items():
+        for level, nouns in enumerate(levels):
+            assert all(parse_caption(f"a photo of a {noun}").attributes.get("age") == level for noun in nouns)
+
+
+def test_loose_words_say_the_same_facts_with_other_words():
+    """loose = 1: every fact that has another word is said with it, and parses to the labels; loose = 0: not."""
+    from facediff.data.free_text import LOOSE_FREE
+
+    rows, loose_words = _labels(150), {p for levels in LOOSE_FREE.values() for ps in levels for p in ps}
+    plain = [free_caption(r, np.random.default_rng([2, i])) for i, r in enumerate(rows)]
+    loose = [free_caption(r, np.random.default_rng([2, i]), 1.0) for i, r in enumerate(rows)]
+    for row, text in zip(rows, loose):
+        p = parse_caption(text)
+        assert all(level == row["attributes"][a] for a, level in p.attributes.items()), text
+        assert p.hair_colour in (None, row["hair_colour"]) and p.style in (None, row["style"]), text
+    said = lambda texts: sum(any(w in t for w in loose_words) for t in texts)  # noqa: E731
+    assert said(loose) > said(plain) + 0.3 * len(rows)  # (plain: "eyeglasses" inside "no eyeglasses", ...)
+    joined = "\n".join(loose)
+    for needle in ("kid", "grand", "spectacles", "gray hair", "unsmiling"):
+        assert needle in joined, needle
+    with pytest.raises(FacediffError, match=r"\[text\] loose_words = 1.5"):
+        load_config("tiny-t2i", ["text.loose_words=1.5"])
+
+
 def test_registers_negation_numbers_and_tags_all_occur():
     rows, rng = _labels(200), np.random.default_rng(1)
     texts = [free_caption(r, rng) for r in rows for _ in range(3)]

@@ -221,6 +221,9 @@ def test_guidance_default_is_the_models_own(tiny_run, tmp_path):
     (model / "sampling_defaults.json").write_text('{"prompt_chunk_tokens": 2.5}')
     with pytest.raises(FacediffError, match="prompt_chunk_tokens = 2.5: give a whole number"):
         api.sample(str(model), n=1, steps=2)
+    (model / "sampling_defaults.json").write_text('{"negative_words_as_negation": "yes"}')
+    with pytest.raises(FacediffError, match="negative_words_as_negation = 'yes': give true or false"):
+        api.sample(str(model), n=1, steps=2)
     for bundled in (DEFAULT_MODEL_DIR, DEFAULT_TEXT_MODEL_DIR):  # each states its measured best scale
         defaults = sampling_defaults(bundled)
         assert defaults["guidance"] > 1.0 and defaults["measured"]

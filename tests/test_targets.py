@@ -152,10 +152,13 @@ def test_text_model_diversity_at_least_0_9x_of_real():
     assert quality("text_model")["understanding"]["diversity"]["mean_ratio"] >= 0.9
 
 
-def test_text_model_negative_prompt_removes_the_beard():
-    """--negative-prompt beard: 90.6 -> 28.1 % of older men keep a beard (step 31 000, Composable Diffusion's NOT)."""
-    beard = quality("text_model")["understanding"]["negative_prompt"]["beard"]
-    assert beard["with_attribute_negative"] <= 0.5 * beard["with_attribute"]
+@pytest.mark.parametrize("attr", ["beard", "eyeglasses", "smiling", "bangs"])
+def test_text_model_negative_prompt_removes_what_it_names(attr):
+    """--negative-prompt beard / glasses / smile / bangs: 90.6 -> 6.3 %, 78.1 -> 3.1 %, 78.1 -> 3.1 %, 78.1 -> 0 %
+    of faces keep it (read as the prompt's negation; as written, guidance away from the word's one level left
+    28.1, 96.9, 90.6 and 40.6 %)."""
+    row = quality("text_model")["understanding"]["negative_prompt"][attr]
+    assert row["with_attribute_negative"] <= 0.25 * row["with_attribute"]
 
 
 def test_text_model_negation_removes_what_it_negates():

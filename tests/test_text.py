@@ -131,6 +131,39 @@ def test_negative_prompt_is_composed_as_a_not(t2i_run):
     torch.testing.assert_close(out[1], (f["e"] + 3.0 * (f["c"] - f["e"]))[1])  # ... "" is
 
 
+def test_negative_presence_words_move_into_the_prompt_for_models_that_ask(t2i_run):
+    """sampling_defaults.json "negative_words_as_negation": a negative prompt's bare "glasses" is sampled as
+    the prompt's "no glasses" (the rest stays negative), said in the output's notes; other models read the
+    negative prompt as written."""
+    pipe = api.load(t2i_run / "run")
+    kw = dict(seeds=[3, 4], steps=3, output_type="pt")
+    plain = pipe(prompt="a young man", negative_prompt="glasses, blurry", **kw)
+    assert plain.notes == ()
+    pipe.negative_words_as_negation = True
+    read = pipe(prompt="a young man", negative_prompt="glasses, blurry", **kw)
+    same = pipe(prompt="a young man, no glasses", negative_prompt="blurry", **kw)
+    torch.testing.assert_close(read.images, same.images, atol=0, rtol=0)
+    assert not torch.allclose(read.images, plain.images, atol=1e-4)
+    assert len(read.notes) == 1 and "'no glasses' added to the prompt" in read.notes[0]
+    rows = pipe(prompt=["a young man", "a girl with glasses"], negative_prompt=["glasses", "glasses"], **kw)
+    torch.testing.assert_close(rows.images[1:], pipe(seeds=[4], prompt="a girl with glasses",  # named: kept
+                                                     negative_prompt="glasses", steps=3, output_type="pt").images,
+                               atol=1e-5, rtol=0)
+
+
+def test_a_region_negative_prompt_is_read_the_same_way(t2i_run):
+    """MultiDiffusion regions (here a panorama's one region) read a negative prompt as the pipeline does."""
+    from facediff.pipelines.compose import panorama
+
+    pipe = api.load(t2i_run / "run")
+    pipe.negative_words_as_negation = True
+    kw = dict(width=24, steps=2, seed=1)
+    read = panorama(pipe, prompt="a young man", negative_prompt="a smile", **kw).images
+    assert np.array_equal(read, panorama(pipe, prompt="a young man, not smiling", **kw).images)
+    pipe.negative_words_as_negation = False
+    assert not np.array_equal(read, panorama(pipe, prompt="a young man", negative_prompt="a smile", **kw).images)
+
+
 LONG = ("an elderly man with short grey hair, a full beard and a broad smile, thick-framed glasses, a round "
         "face and pale skin, in a photo with a blue background")
 

@@ -193,10 +193,12 @@ def _launch(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env, cwd=tmp_path)
 
 
-def test_accelerate_launch_two_cpu_processes(tmp_path, synth16):
+@pytest.mark.parametrize("host_sync", ["auto", "log"])  # log: the non-finite flag max-reduced on the device
+def test_accelerate_launch_two_cpu_processes(tmp_path, synth16, host_sync):
     out = tmp_path / "ddp"
     res = _launch(["train", "ddpm", "--config", "tiny-ddpm", "--out", str(out), "--set", f"data.path={synth16}",
-                   "--set", "train.max_steps=3", "--set", "train.log_every=1"], tmp_path)
+                   "--set", "train.max_steps=3", "--set", "train.log_every=1", "--set", f"train.host_sync={host_sync}"],
+                  tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
     assert latest_checkpoint(out).name == "step-0000003"
     assert len(_losses(out)) == 3

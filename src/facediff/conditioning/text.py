@@ -84,8 +84,12 @@ class PromptEncoder:
     """prompts -> (B, L, D) token embeddings tau(y) of a text encoder (the null prompt is "")."""
 
     def __init__(self, tokenizer, text_encoder: nn.Module, chunk_tokens: int | None = None,
-                 whole_tokens: int | None = None):
+                 whole_tokens: int | None = None, negative_words_as_negation: bool = False):
         self.tokenizer, self.text_encoder = tokenizer, text_encoder
+        # a negative prompt's bare presence words ("glasses", "smile") are read as the prompt's negation ("no
+        # glasses"): for models trained on SynthFaces' captions, where each names one level of six
+        # (sampling_defaults.json "negative_words_as_negation"; data.captions.negative_as_negation)
+        self.negative_words_as_negation = bool(negative_words_as_negation)
         self._specials = list(tokenizer("").input_ids)  # what frames every text: BOS EOS (CLIP), [CLS] [SEP] (BERT)
         length = int(tokenizer.model_max_length) - len(self._specials)
         # a prompt of up to whole_tokens tokens is encoded whole (the span the model's training captions filled,
@@ -205,6 +209,25 @@ class TextKind(ConditionKind):
     def null(self, n: int, grid: Grid, negative=None) -> torch.Tensor:
         rows = list(negative) if negative is not None else [None] * n
         return self.prompt_encoder([v or "" for v in rows])
+
+    def read_negatives(self, prompts: list[str | None], negatives: list[str | None]):
+        """(prompts, negatives, notes): per image, a negative prompt's bare presence words moved into the prompt
+        as their negation when the model asks for it (``PromptEncoder.negative_words_as_negation``)."""
+        if not self.prompt_encoder.negative_words_as_negation:
+            return prompts, negatives, []
+        from facediff.data.captions import NEGATION_PHRASES, negative_as_negation
+
+        out_p, out_n, moved = [], [], []
+        for prompt, negative in zip(prompts, negatives):
+            if negative:
+                prompt, negative, attrs = negative_as_negation(prompt, negative)
+                negative = negative or None  # nothing left: plain guidance, no third branch
+                moved += [a for a in attrs if a not in moved]
+            out_p.append(prompt)
+            out_n.append(negative)
+        notes = [f"negative prompt: {', '.join(repr(NEGATION_PHRASES[a]) for a in moved)} added to the prompt "
+                 "instead (this model's bare 'glasses', 'smile', 'bangs', 'beard' each name one level)"] if moved else []
+        return out_p, out_n, notes
 
     def ui_control(self) -> dict:
         return {"control": "prompt", "help": self.user_help}  # and a negative prompt (``null(negative=...)``)

@@ -47,7 +47,8 @@ from facediff.data.synth import HAIR_COLOURS
 from facediff.data.synth_text import HAIR_LENGTH_WORDS, HAIR_LENGTH_WORDS_HELDOUT, KEYWORDS
 from facediff.errors import FacediffError
 
-__all__ = ["HAIR_COLOURS", "LOOSE_WORDS", "ParsedCaption", "parse_caption", "shuffle_caption", "first_line"]
+__all__ = ["HAIR_COLOURS", "LOOSE_WORDS", "ParsedCaption", "parse_caption", "negative_as_negation", "shuffle_caption",
+           "first_line"]
 
 #: Loose words per attribute -> level (None: a phrase that is consumed but names no level, e.g. "year-old"
 #: so that "5-year-old" never reads as "old").
@@ -177,6 +178,44 @@ def parse_caption(text: str) -> ParsedCaption:
             colour = _COLOURS[w]
     style = "anime" if _ANIME_RE.search(low) else ("human" if _HUMAN_RE.search(low) else None)
     return ParsedCaption(attributes, colour, length, style)
+
+
+# A negative prompt's bare presence words: in SynthFaces captions each names ONE level ("glasses" = thin frames,
+# "smile" = a gentle smile, "bangs" = medium bangs, "beard" = a full beard), so guidance away from one would draw
+# the other levels (thick glasses, a laugh), not none; read as the model's own negation phrase (a level-0 phrase
+# of ``free_text.PHRASES_FREE``) instead. Level-specific phrases ("sunglasses", "a big laugh") stay negative.
+GENERIC_WORDS: dict[str, tuple[str, ...]] = {
+    "bangs": ("bangs", "fringe"),
+    "eyeglasses": ("glasses", "eyeglasses", "spectacles", "eyewear", "wearing glasses"),
+    "beard": ("beard", "beards", "bearded", "facial hair"),
+    "smiling": ("smile", "smiles", "smiling"),
+}
+NEGATION_PHRASES = {"bangs": "no bangs", "eyeglasses": "no glasses", "beard": "no beard", "smiling": "not smiling"}
+_GENERIC = {w: a for a, words in GENERIC_WORDS.items() for w in words}
+_NEGATIVE_PARTS = re.compile(r"\s*(?:[,;.|]|\b(?:and|or)\b)\s*")
+_ARTICLE = re.compile(r"^(?:a|an|any|some)\s+")
+
+
+def negative_as_negation(prompt: str | None, negative: str) -> tuple[str | None, str, list[str]]:
+    """(prompt, negative, moved): each comma / "and" / "or" part of ``negative`` that is a bare presence word
+    (``GENERIC_WORDS``) of an attribute the prompt does not name is taken out of the negative prompt and its
+    negation added to the prompt ("a photo of a man" + negative "glasses, blurry" -> "a photo of a man, no
+    glasses" + negative "blurry"); ``moved`` lists the attributes read so."""
+    named = parse_caption(prompt or "").attributes
+    keep, negations, moved = [], [], []
+    for part in (p for p in _NEGATIVE_PARTS.split(negative) if p.strip()):
+        attr = _GENERIC.get(_ARTICLE.sub("", " ".join(part.lower().split())))
+        if attr is None or attr in named:  # not a bare presence word, or the prompt says the level itself
+            keep.append(part.strip())
+        elif attr not in moved:  # (a repeated word is read once)
+            negations.append(NEGATION_PHRASES[attr])
+            moved.append(attr)
+    if not negations:
+        return prompt, negative, []
+    base = (prompt or "").strip().rstrip(",;")
+    joined = ", ".join(negations)
+    prompt = joined if not base else f"{base} {joined}" if base.endswith((".", "!", "?", ":")) else f"{base}, {joined}"
+    return prompt, ", ".join(keep), moved
 
 
 def shuffle_caption(text: str, *, keep_tokens: int, rng: np.random.Generator, separator: str = ",") -> str:

@@ -4,13 +4,16 @@ Four measurements on a text-to-face model (the bundled one by default), each aga
 show, all read by the oracle:
 
 1. **Free phrasing**: prompts written by :func:`facediff.data.free_text.free_caption` (tag lists, partial
-   descriptions, negation, numbers) and SynthFaces' held-out paraphrase templates (never in training), from
-   rows of a held-out SynthFaces seed: the oracle's agreement with every property each prompt names.
+   descriptions, negation, numbers), the same with the prompt parser's other words ("a kid", "grandma",
+   "spectacles"; ``loose`` = 1) and SynthFaces' held-out paraphrase templates (never in training), from rows of
+   a held-out SynthFaces seed: the oracle's agreement with every property each prompt names.
 2. **Negation**: "a photo of a man, not wearing glasses" against "... with glasses": the share of images
    without the attribute (oracle level 0) when it is negated, with it when it is named, and with it when the
    prompt leaves it open.
 3. **Negative prompt**: the same prompts and seeds with and without ``negative_prompt="beard"`` (and
-   "glasses"): the share of images showing the attribute.
+   "glasses", "smile", "bangs"): the share of images showing the attribute, as the model reads the negative
+   prompt and, for a model that reads bare presence words as negations (``negative_words_as_negation``), also
+   as written (guidance away from the word's one level).
 4. **Diversity**: 16 faces of a prompt naming only style, gender and age group; the mean pairwise distance of
    their oracle features against that of real held-out faces with the same style, gender and age group
    (ratio 1.0: as varied as the data; the issue's bar is 0.9).
@@ -37,8 +40,11 @@ SUBJECTS = {"eyeglasses": ("a photo of a man", "a photo of a woman", "an anime d
             "beard": ("a photo of a man", "a photo of an older man", "an anime drawing of a man"),
             "smiling": ("a photo of a woman", "a photo of a man", "an anime drawing of a girl"),
             "bangs": ("a photo of a woman", "a photo of a girl", "an anime drawing of a girl")}
-NEGATIVE_PROMPTS = {"beard": ("a photo of an older man", "a photo of a middle-aged man"),
-                    "eyeglasses": ("a photo of an elderly woman", "a photo of a man")}
+# attribute -> (the negative prompt, subjects that often show the attribute when the prompt leaves it open)
+NEGATIVE_PROMPTS = {"beard": ("beard", ("a photo of an older man", "a photo of a middle-aged man")),
+                    "eyeglasses": ("glasses", ("a photo of an elderly woman", "a photo of a man")),
+                    "smiling": ("smile", ("a photo of a woman", "a photo of a man", "an anime drawing of a girl")),
+                    "bangs": ("bangs", ("a photo of a woman", "a photo of a girl", "an anime drawing of a girl"))}
 _AGE_NOUNS = ("little {k}", "teenage {k}", "young {a}", "middle-aged {a}", "older {a}", "elderly {a}")
 
 
@@ -64,6 +70,11 @@ def _free_phrasing(pipe, ctx: Ctx, oracle, rows: list[dict]) -> dict[str, Any]:
     out = {}
     for name, prompts in (("free", [free_caption(r, np.random.default_rng([HELDOUT_SEED, i]))
                                     for i, r in enumerate(rows)]),
+                          # the same rows, every fact that has one said with the parser's other words ("a kid",
+                          # "grandma", "spectacles", "gray hair"): a model trained with [text] loose_words = 0 never
+                          # saw them
+                          ("loose_words", [free_caption(r, np.random.default_rng([HELDOUT_SEED, i]), 1.0)
+                                           for i, r in enumerate(rows)]),
                           ("heldout_templates", [r["caption_heldout"] for r in rows])):
         acc = prompt_accuracy(_sample(pipe, ctx, prompts, list(range(len(prompts)))), prompts, oracle)
         out[name] = {"prompts": prompts[:8], "attr": acc.get("attr"), "hair_colour": acc.get("hair_colour"),
@@ -93,13 +104,21 @@ def _negation(pipe, ctx: Ctx, oracle, per: int) -> dict[str, Any]:
 
 def _negative_prompt(pipe, ctx: Ctx, oracle, per: int) -> dict[str, Any]:
     out = {}
-    for attr, subjects in NEGATIVE_PROMPTS.items():
+    reads = bool(getattr(pipe, "negative_words_as_negation", False))
+    for attr, (word, subjects) in NEGATIVE_PROMPTS.items():
         prompts = [subjects[i % len(subjects)] for i in range(per)]
-        word = "beard" if attr == "beard" else "glasses"
-        plain = oracle.predict(_sample(pipe, ctx, prompts, list(range(per))))[attr]
-        neg = oracle.predict(_sample(pipe, ctx, prompts, list(range(per)), negative=word))[attr]
-        out[attr] = {"negative_prompt": word, "prompts": list(subjects), "with_attribute": float((plain > 0).mean()),
-                     "with_attribute_negative": float((neg > 0).mean())}
+
+        def rate(negative: str | None) -> float:
+            return float((oracle.predict(_sample(pipe, ctx, prompts, list(range(per)), negative=negative))[attr] > 0).mean())
+
+        out[attr] = {"negative_prompt": word, "prompts": list(subjects), "with_attribute": rate(None),
+                     "with_attribute_negative": rate(word), "read_as_negation": reads}
+        if reads:  # the same negative prompt as written: guidance away from the word's one level
+            pipe.negative_words_as_negation = False
+            try:
+                out[attr]["with_attribute_negative_as_written"] = rate(word)
+            finally:
+                pipe.negative_words_as_negation = True
     return out
 
 
@@ -141,7 +160,7 @@ def run_understanding(ctx: Ctx) -> dict[str, Any]:
     per, k = (4, 4) if ctx.tiny else (max(12, n // 8), 16)
     ds = _heldout(ctx, pipe.sample_size, max(64 if ctx.tiny else 2048, n))
     rows = ds.labels[:n]
-    ctx.say(f"free phrasing: {2 * n} images")
+    ctx.say(f"free phrasing: {3 * n} images")
     free = _free_phrasing(pipe, ctx, oracle, rows)
     ctx.say(f"negation: {3 * per * len(NEGATION)} images")
     negation = _negation(pipe, ctx, oracle, per)
@@ -164,8 +183,8 @@ def _markdown(res: dict[str, Any]) -> list[str]:
     neg = [[a, v["negated"]["example"], fmt(1 - v["negated"]["with_attribute"], "pct"),
             fmt(v["named"]["with_attribute"], "pct"), fmt(v["open"]["with_attribute"], "pct")]
            for a, v in res["negation"].items()]
-    negp = [[a, f'"{v["negative_prompt"]}"', fmt(v["with_attribute"], "pct"), fmt(v["with_attribute_negative"], "pct")]
-            for a, v in res["negative_prompt"].items()]
+    negp = [[a, f'"{v["negative_prompt"]}"', fmt(v["with_attribute"], "pct"), fmt(v["with_attribute_negative"], "pct"),
+             fmt(v.get("with_attribute_negative_as_written"), "pct")] for a, v in res["negative_prompt"].items()]
     div = [[r["prompt"], fmt(r["generated_spread"]), fmt(r["real_spread"]), fmt(r["ratio"])]
            for r in res["diversity"]["per_prompt"]]
     return [f"Model {res['model']}; {res['sampler']} {res['steps']} steps, guidance {res['guidance']}; prompts from "
@@ -176,7 +195,8 @@ def _markdown(res: dict[str, Any]) -> list[str]:
             *md_table(["attribute", "negated, e.g.", "without it when negated", "with it when named",
                        "with it when left open"], neg), "",
             "## Negative prompt (share of images with the attribute)", "",
-            *md_table(["attribute", "negative prompt", "without", "with"], negp), "",
+            *md_table(["attribute", "negative prompt", "without", "with", "with, read as written (no negation)"],
+                      negp), "",
             "## Diversity (mean pairwise oracle-feature distance of 16 faces of one prompt)", "",
             *md_table(["prompt", "generated", "real faces of the same group", "ratio"], div), "",
             f"Mean ratio {fmt(res['diversity']['mean_ratio'])} (1.0: as varied as the data)."]

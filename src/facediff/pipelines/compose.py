@@ -59,9 +59,10 @@ def _region_branches(pipe, region: Region, where: str, n: int, guidance: float, 
     try:
         values = conditioner.gather(n, region.conditions, prepare=False, attrs=region.attrs, sketch=region.sketch,
                                     prompt=region.prompt)
+        negatives = [region.negative_prompt] * n
+        values, negatives, _ = conditioner.read_negatives(values, negatives)
         cond = conditioner.encode_region(n, values, box_px, canvas)
-        return conditioner.branches(cond, guidance, None,
-                                    [region.negative_prompt] * n if region.negative_prompt is not None else None)
+        return conditioner.branches(cond, guidance, None, negatives if any(negatives) else None)
     except FacediffError as e:
         raise _fail(where, str(e)) from None
 

@@ -50,6 +50,7 @@ class FacediffOutput(BaseOutput):
     images: Any  # uint8 (N, H, W, 3) for output_type "np"; float (N, 3, H, W) in [-1, 1] for "pt"
     interrupted: bool = False  # True when pipe.interrupt stopped sampling early
     precision: str = "no"  # the network's precision: "no" (fp32) or "bf16" (autocast)
+    notes: tuple[str, ...] = ()  # how the inputs were read (e.g. a negative prompt's words as the prompt's negation)
 
 
 class FacediffPipeline(DiffusionPipeline):
@@ -98,7 +99,8 @@ class FacediffPipeline(DiffusionPipeline):
         """The model's condition kinds: its ``conditions`` config (descriptions, in channel / vector order),
         or for models saved before it the keys ``attributes`` / ``sketch`` and a text encoder."""
         text = PromptEncoder(self.tokenizer, self.text_encoder, getattr(self, "prompt_chunk_tokens", None),
-                             getattr(self, "prompt_whole_tokens", None)) if self.takes_text else None
+                             getattr(self, "prompt_whole_tokens", None),
+                             bool(getattr(self, "negative_words_as_negation", False))) if self.takes_text else None
         if not self._conditions:
             return Conditioner.from_parts(self._attributes, self._num_levels,
                                           self.latent_shape[1] if self._sketch else None, text, self.grid).kinds
@@ -176,6 +178,7 @@ class FacediffPipeline(DiffusionPipeline):
         conditioner = self.conditioner
         values = conditioner.gather(n, conditions, attrs=attrs, sketch=sketch, prompt=prompt)
         negatives = conditioner.per_image("negative prompt", negative_prompt, n)  # checked by branches()
+        values, negatives, notes = conditioner.read_negatives(values, negatives)
         device = self.device
         mixed, _ = sampling_precision(precision, device)
         model_fn = autocast_model(self.denoise_fn, mixed, device)
@@ -210,7 +213,7 @@ class FacediffPipeline(DiffusionPipeline):
                 break
         images = torch.cat(outs)
         return FacediffOutput(images=to_uint8(images) if output_type == "np" else images, interrupted=interrupted,
-                              precision=mixed)
+                              precision=mixed, notes=tuple(notes))
 
 
 def _calls_per_sample(sampler: str, steps: int) -> int:

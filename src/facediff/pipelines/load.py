@@ -148,6 +148,7 @@ def load_pipeline(path: str | Path | None = None, device: str | torch.device = "
     pipe.default_guidance = defaults.get("guidance")
     pipe.prompt_whole_tokens = defaults.get("prompt_whole_tokens")  # None: the tokenizer's length
     pipe.prompt_chunk_tokens = defaults.get("prompt_chunk_tokens")  # None: prompt_whole_tokens
+    pipe.negative_words_as_negation = defaults.get("negative_words_as_negation", False)  # data.captions
     pipe.model_dir = folder
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)
@@ -155,7 +156,9 @@ def load_pipeline(path: str | Path | None = None, device: str | torch.device = "
 
 # optional, beside the components: {"guidance": 5.0, "measured": "...", and for text models that read long prompts
 # in chunks "prompt_whole_tokens":
-# 60 (the longest prompt encoded whole), "prompt_chunk_tokens": 28 (the chunks of longer ones; conditioning.text)}
+# 60 (the longest prompt encoded whole), "prompt_chunk_tokens": 28 (the chunks of longer ones; conditioning.text),
+# "negative_words_as_negation": true (a negative prompt's bare "glasses" / "smile" / "bangs" / "beard" read as the
+# prompt's "no glasses" / ...: data.captions.negative_as_negation)}
 SAMPLING_DEFAULTS = "sampling_defaults.json"
 
 
@@ -187,6 +190,9 @@ def sampling_defaults(folder: Path) -> dict:
         v = data.get(key)
         if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 8):
             raise FacediffError(f"{path}: {key} = {v!r}: give a whole number of tokens >= 8")
+    v = data.get("negative_words_as_negation")
+    if v is not None and not isinstance(v, bool):
+        raise FacediffError(f"{path}: negative_words_as_negation = {v!r}: give true or false")
     return data
 
 

@@ -96,10 +96,11 @@ def step_generator(seed: int, step: int, micro: int = 0, rank: int = 0) -> torch
 
 
 def agree_any(acc: Accelerator, flag: bool) -> bool:
-    """True on every process when it is True on any (e.g. "the time budget is spent"): ranks stop together."""
-    t = torch.tensor(1.0 if flag else 0.0, device=acc.device)
-    if acc.num_processes > 1:
-        t = acc.reduce(t, reduction="max")
+    """True on every process when it is True on any (e.g. "the time budget is spent"): ranks stop together.
+    One process asks no device (a GPU would otherwise be waited for at every step)."""
+    if acc.num_processes == 1:
+        return bool(flag)
+    t = acc.reduce(torch.tensor(1.0 if flag else 0.0, device=acc.device), reduction="max")
     return bool(t.item() > 0)
 
 

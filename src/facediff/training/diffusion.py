@@ -37,6 +37,7 @@ from facediff.pipelines.load import save_pipeline
 from facediff.pipelines.spaces import LatentSpace, PixelSpace
 from facediff.progress import Progress, report
 from facediff.training.common import step_generator
+from facediff.training.host_sync import to_device, wants_fused
 from facediff.training.conditions import TrainingConditions
 from facediff.training.data import TrainingData, micro_slice
 from facediff.training.loop import Task
@@ -133,7 +134,8 @@ class DiffusionTask(Task):
                 self.uses_ema = cfg.lora.full
                 self.model.checkpoint_keys = {k for k, p in self.model.named_parameters() if p.requires_grad}
             else:
-                vocabulary = self.data.captions + (free_captions_sample(labels) if labels is not None else [])
+                vocabulary = self.data.captions + (free_captions_sample(labels, loose=cfg.text.loose_words)
+                                                   if labels is not None else [])
                 self.tokenizer = tokenizer_for_run(cfg, vocabulary, self.out)
                 self.model = build_text_model(cfg, self.tokenizer, channels, net_size)
                 if not any(p.requires_grad for p in self.model.text_encoder.parameters()):
@@ -150,7 +152,8 @@ class DiffusionTask(Task):
                                     class_dim=global_width)
         tc = cfg.train
         params = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)
+        self.optimizer = torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay,
+                                           fused=wants_fused(tc, acc.device))  # fused: skips steps on the device
 
     @torch.no_grad()
     def _encode_latents(self, vae: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
@@ -215,12 +218,13 @@ class DiffusionTask(Task):
     def losses(self, step: int, micro: int, rank: int, world: int):
         x0, cond, t, eps = self.batch(step, micro, rank, world)
         dev = next(self.model.parameters()).device
-        x0, t, eps = x0.to(dev), t.to(dev), eps.to(dev)
+        x0, t, eps = to_device(x0, dev), to_device(t, dev), to_device(eps, dev)
+        cond = {k: to_device(v, dev) for k, v in cond.items()}
         x_t = self.process.add_noise(x0, eps, t)
         if self.text:  # f(x_t, t, tau(y)): the text encoder runs inside the trained module (or its cache)
-            pred = self.model(x_t, t, **{k: v.to(dev) for k, v in cond.items()})
+            pred = self.model(x_t, t, **cond)
         else:
-            pred = unet_call(self.model, x_t, t, **{k: v.to(dev) for k, v in cond.items()})
+            pred = unet_call(self.model, x_t, t, **cond)
         loss = self.process.loss(pred.float(), x0, eps, t).mean()
         return [loss], {}, len(x0)
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import time
 import warnings
 from dataclasses import dataclass
@@ -31,6 +30,8 @@ from facediff.training.common import (
     RunLock, agree_all, agree_any, check_precision, check_run_start, make_accelerator, make_ema,
     make_lr_scheduler, step_seed)
 from facediff.training.data import resolve_dataset
+from facediff.training.host_sync import DeviceGuard, resolve_host_sync
+from facediff.training.metrics_log import log_row, trim_log
 from facediff.sampling.precision import autocast
 from facediff.training.precision import PrecisionChoice, choose_precision, no_sync_all
 
@@ -82,21 +83,6 @@ class Task:
     def finish(self, step: int, ema_model: nn.Module | None) -> dict[str, Any]:
         """Main process, after the final checkpoint: export; returns summary entries."""
         return {}
-
-
-def _trim_log(log_path: Path, resumed_step: int | None) -> None:
-    """Drop rows logged after the checkpoint we resume from (and a torn last line)."""
-    if not log_path.exists():
-        return
-    keep = []
-    for line in log_path.read_text().splitlines():
-        try:
-            row = json.loads(line)
-        except ValueError:  # a line torn by a kill
-            continue
-        if resumed_step is not None and row.get("step", 0) <= resumed_step:
-            keep.append(line)
-    log_path.write_text("".join(r + "\n" for r in keep))
 
 
 def train_loop(task: Task, cfg: RunConfig, out: str | Path, *, resume: bool = False,
@@ -160,6 +146,8 @@ class _Run:
     t_last: float = 0.0  # perf_counter at the last metrics row
     imgs_since: int = 0  # images (all ranks) since the last metrics row
     rewarm_from: int | None = None  # resumed from a compact checkpoint at this step: the fresh Adam warms up again
+    guard: DeviceGuard | None = None  # host_sync "log": the non-finite guard on the device (training.host_sync)
+    last_loss: float = float("nan")  # the last loss the host read (every step, or each log row under a guard)
 
     def current_ema(self) -> nn.Module | None:
         if self.ema is None:
@@ -167,8 +155,14 @@ class _Run:
         self.ema.copy_to(self.ema_model.parameters())
         return self.ema_model
 
+    def read_guard(self) -> None:
+        """host_sync "log": the skipped-step count from the device (and the max_nonfinite error)."""
+        if self.guard is not None:
+            self.nonfinite_total = self.guard.read(self.step, self.tc)
+
     def checkpoint(self, at: int) -> None:
         task, acc = self.task, self.acc
+        self.read_guard()
         extra = {"nonfinite_total": self.nonfinite_total, "task": task.state(),
                  "mixed_precision": self.mixed_precision}
         if self.ema is not None:
@@ -247,7 +241,7 @@ def _setup(task: Task, cfg: RunConfig, out: Path, acc: Accelerator, resume: bool
 
     log_path = out / "logs" / "metrics.jsonl"
     if acc.is_main_process:
-        _trim_log(log_path, start_step if ckpt is not None else None)
+        trim_log(log_path, start_step if ckpt is not None else None)
         acc.init_trackers("tensorboard")
     if resume and ckpt is None:
         report(progress, task.name, 0, tc.max_steps, note="no complete checkpoint to resume: starting at step 0")
@@ -258,6 +252,9 @@ def _setup(task: Task, cfg: RunConfig, out: Path, acc: Accelerator, resume: bool
                ema_model=ema_model, precision=precision, mixed_precision=precision.chosen, log_path=log_path,
                step=start_step, nonfinite_total=nonfinite_total, rewarm_from=rewarm)
     _rewarm(run)  # the first step's LR too
+    optimizers = [task.optimizer, *(o for _, o in task.extra_modules().values() if o is not None)]
+    if resolve_host_sync(tc, acc, optimizers):
+        run.guard = DeviceGuard(acc.device, nonfinite_total)
     return run
 
 
@@ -279,7 +276,9 @@ def _micro_batches(run: _Run) -> tuple[list[torch.Tensor], dict[str, float], boo
             with torch.random.fork_rng(devices=devices), autocast(run.mixed_precision, acc.device):
                 torch.manual_seed(step_seed(tc.seed, run.step, micro, rank))
                 losses, micro_terms, n_img = task.losses(run.step, micro, rank, world)
-            if not agree_all(acc, all(bool(torch.isfinite(l.detach()).all()) for l in losses)):
+            if run.guard is not None:  # no host read: the optimizer skips the step on the device
+                run.guard.see(losses)
+            elif not agree_all(acc, all(bool(torch.isfinite(l.detach()).all()) for l in losses)):
                 skipped = True
                 break
             for loss in losses:
@@ -291,12 +290,17 @@ def _micro_batches(run: _Run) -> tuple[list[torch.Tensor], dict[str, float], boo
     return losses_seen, terms, skipped
 
 
-def _optimizer_step(run: _Run, skipped: bool) -> float | None:
+def _optimizer_step(run: _Run, skipped: bool) -> torch.Tensor | float | None:
     """Count a skipped step (an error after max_nonfinite in a row) or clip and step; then zero the gradients,
-    advance the LR schedule, ``run.step`` and the EMA. The clipped gradient norm (None: skipped or no clip)."""
+    advance the LR schedule, ``run.step`` and the EMA. The gradient norm before clipping (None: skipped or no
+    clip; a device tensor under a ``DeviceGuard``, which steps and skips on the device)."""
     task, tc, acc = run.task, run.tc, run.acc
     grad_norm = None
-    if skipped:
+    if run.guard is not None:
+        if tc.grad_clip > 0:
+            grad_norm = acc.clip_grad_norm_(task.model.parameters(), tc.grad_clip)
+        run.guard.step(acc, task.optimizers_to_step(run.step))
+    elif skipped:
         run.nonfinite_run, run.nonfinite_total = run.nonfinite_run + 1, run.nonfinite_total + 1
         if run.nonfinite_run >= tc.max_nonfinite:
             raise FacediffError(f"stopped at step {run.step}: {run.nonfinite_run} non-finite losses in a row; lower "
@@ -339,14 +343,16 @@ def _one_step(run: _Run) -> None:
     grad_norm = _optimizer_step(run, skipped)
     step = run.step
     extra = task.after_step(step, acc)
-    loss_val = float("nan")
-    if losses_seen:
-        loss_val = float(acc.reduce(torch.stack(losses_seen).mean(), reduction="mean").item())
+    row_due = step % tc.log_every == 0 or step == tc.max_steps or bool(extra)
+    if run.guard is None or row_due:  # under a guard the host reads on log rows only
+        run.last_loss = float(acc.reduce(torch.stack(losses_seen).mean(), reduction="mean").item()) \
+            if losses_seen else float("nan")  # (nan: a step the per-step guard skipped)
+        run.read_guard()
     budget = {"budget_s": 60 * tc.time_budget_minutes, "elapsed_s": time.perf_counter() - run.t0} \
         if tc.time_budget_minutes else {}
-    report(run.progress, task.name, step, tc.max_steps, loss=loss_val, **budget)
-    if main and (step % tc.log_every == 0 or step == tc.max_steps or extra):
-        _log_row(run, loss_val, terms, grad_norm, extra)
+    report(run.progress, task.name, step, tc.max_steps, loss=run.last_loss, **budget)
+    if main and row_due:
+        log_row(run, run.last_loss, terms, None if grad_norm is None else float(grad_norm), extra)
     if tc.checkpoint_every and step % tc.checkpoint_every == 0 and step < tc.max_steps:
         acc.wait_for_everyone()
         if main:
@@ -355,26 +361,10 @@ def _one_step(run: _Run) -> None:
         task.periodic(step, run.current_ema() if tc.sample_every and step % tc.sample_every == 0 else None)
 
 
-def _log_row(run: _Run, loss_val: float, terms: dict[str, float], grad_norm: float | None,
-             extra: dict[str, Any]) -> None:
-    """Main process: one logs/metrics.jsonl row and its TensorBoard train/* scalars."""
-    now = time.perf_counter()
-    row = {"step": run.step, "seconds": round(now - run.t0, 3), "loss": loss_val,
-           **{k: v for k, v in terms.items() if k != "loss"},
-           "lr": run.task.optimizer.param_groups[0]["lr"], "grad_norm": grad_norm,
-           "images_per_s": run.imgs_since / max(now - run.t_last, 1e-9), "nonfinite_total": run.nonfinite_total,
-           **extra}
-    with open(run.log_path, "a") as f:
-        f.write(json.dumps(row) + "\n")
-    run.acc.log({f"train/{k}": v for k, v in row.items()
-                 if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool)
-                 and v is not None and math.isfinite(v)}, step=run.step)
-    run.t_last, run.imgs_since = now, 0
-
-
 def _finish(run: _Run) -> dict[str, Any]:
     """After the last step: the final checkpoint, ``task.finish`` (export), logs/summary.json; the summary."""
     task, acc, step = run.task, run.acc, run.step
+    run.read_guard()
     acc.wait_for_everyone()
     steps_per_rank = acc.gather(torch.tensor([step], device=acc.device)).tolist()
     raw = acc.unwrap_model(task.model)

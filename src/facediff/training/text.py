@@ -86,8 +86,9 @@ class Captions:
         elif self.labels is not None:
             from facediff.data.free_text import free_caption
 
-            ids = tokenize(self.tokenizer, [free_caption(self.labels[int(i)], np.random.default_rng([seed, step, int(i)]))
-                                            for i in idx])
+            loose = self.text_cfg.loose_words
+            ids = tokenize(self.tokenizer, [free_caption(self.labels[int(i)], np.random.default_rng([seed, step, int(i)]),
+                                                         loose) for i in idx])
         else:
             from facediff.data.captions import shuffle_caption
 
@@ -97,13 +98,14 @@ class Captions:
         return torch.where(drop[:, None], self.null_ids[None], ids)
 
 
-def free_captions_sample(labels: list[dict], per_image: int = 2, max_images: int = 8192) -> list[str]:
+def free_captions_sample(labels: list[dict], per_image: int = 2, max_images: int = 8192,
+                         loose: float = 0.0) -> list[str]:
     """Free-phrased captions of (up to ``max_images`` of) the labels rows: what a caption_mode = "free" run's
-    tokenizer learns its vocabulary from, beside the fixed captions."""
+    tokenizer learns its vocabulary from, beside the fixed captions (``loose``: [text] loose_words)."""
     from facediff.data.free_text import free_caption
 
     rng = np.random.default_rng(0)
-    return [free_caption(row, rng) for row in labels[:max_images] for _ in range(per_image)]
+    return [free_caption(row, rng, loose) for row in labels[:max_images] for _ in range(per_image)]
 
 
 def tokenizer_for_run(cfg: RunConfig, captions: list[str], out: Path):
