@@ -20,7 +20,7 @@ PROMPTS = (("a photo of a smiling woman with long blonde hair", None),
            ("1girl, anime, purple hair, glasses", None),
            ("a 70-year-old man with a full beard", None),
            ("a photo of a man, clean-shaven, not smiling", None),
-           ("a photo of an older man", "beard"),
+           ("a photo of an older man", "beard, glasses"),
            ("an anime drawing of a girl with pink hair and no bangs", None))
 
 
