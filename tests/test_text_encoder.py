@@ -53,6 +53,7 @@ def test_pretraining_learns_what_free_captions_say(encoder_run):
     assert last["free_unnamed"] > 0.75  # what a caption leaves out reads as open
     # phrasings this training never wrote (SynthFaces' held-out templates) improve too
     assert last["heldout_templates_named"] > first["heldout_templates_named"] + 0.08
+    assert 0.0 <= last["loose_words_named"] <= 1.0  # the parser's other words ([text] loose_words), also read
 
 
 def test_t2i_takes_the_pretrained_encoder_frozen_and_exports_it_for_plain_diffusers(encoder_run, tmp_path):

@@ -122,8 +122,13 @@ class TextEncoderTask(Task):
         val_texts = {"free": [free_caption(r, rng) for r in val_rows],
                      "heldout_templates": [caption_heldout(style=r["style"], gender=r["gender"],
                                                            attributes=r["attributes"], hair_colour=r["hair_colour"],
-                                                           hair_length=r["hair_length"], rng=rng) for r in val_rows]}
-        vocab_text = [r.get("caption", "") for r in self.train_rows] + free_captions_sample(self.train_rows)
+                                                           hair_length=r["hair_length"], rng=rng) for r in val_rows],
+                     # the parser's other words ("a kid", "unsmiling"): read right only if [text] loose_words taught them
+                     "loose_words": [free_caption(r, np.random.default_rng([2, i]), 1.0)
+                                     for i, r in enumerate(val_rows)]}
+        self.loose = self.cfg.text.loose_words
+        vocab_text = [r.get("caption", "") for r in self.train_rows] + free_captions_sample(self.train_rows,
+                                                                                            loose=self.loose)
         self.tokenizer = tokenizer_for_run(self.cfg, vocab_text, self.out)
         tc = self.cfg.text
         torch.manual_seed(self.cfg.train.seed)
@@ -156,7 +161,8 @@ class TextEncoderTask(Task):
         texts = []
         for k in range(start, start + tc.batch_size):
             rng = np.random.default_rng([tc.seed, step, k])
-            texts.append("" if rng.random() < EMPTY_P else free_caption(self.train_rows[int(rng.integers(n))], rng))
+            texts.append("" if rng.random() < EMPTY_P else free_caption(self.train_rows[int(rng.integers(n))], rng,
+                                                                          self.loose))
         ids, y = self._batch(texts)
         logits = self.model(ids)
         loss = sum(F.cross_entropy(logits[f], y[f]) for f in FACTS) / len(FACTS)
@@ -179,7 +185,8 @@ class TextEncoderTask(Task):
         ev = self.evaluate()
         self.last_eval = (step, ev)
         self.curve.append({"step": step, **{f"{k}_{m}": v for k, r in ev.items() for m, v in r.items()}})
-        return {"val_free_named": ev["free"]["named"], "val_heldout_named": ev["heldout_templates"]["named"]}
+        return {"val_free_named": ev["free"]["named"], "val_heldout_named": ev["heldout_templates"]["named"],
+                "val_loose_named": ev["loose_words"]["named"]}
 
     def state(self) -> dict[str, Any]:
         return {"curve": self.curve}
