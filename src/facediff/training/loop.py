@@ -344,16 +344,18 @@ def _one_step(run: _Run) -> None:
     step = run.step
     extra = task.after_step(step, acc)
     row_due = step % tc.log_every == 0 or step == tc.max_steps or bool(extra)
+    checkpoint_due = bool(tc.checkpoint_every) and step % tc.checkpoint_every == 0 and step < tc.max_steps
     if run.guard is None or row_due:  # under a guard the host reads on log rows only
         run.last_loss = float(acc.reduce(torch.stack(losses_seen).mean(), reduction="mean").item()) \
             if losses_seen else float("nan")  # (nan: a step the per-step guard skipped)
+    if row_due or checkpoint_due:  # every rank reads (the counters agree), so a max_nonfinite stop is on all
         run.read_guard()
     budget = {"budget_s": 60 * tc.time_budget_minutes, "elapsed_s": time.perf_counter() - run.t0} \
         if tc.time_budget_minutes else {}
     report(run.progress, task.name, step, tc.max_steps, loss=run.last_loss, **budget)
     if main and row_due:
         log_row(run, run.last_loss, terms, None if grad_norm is None else float(grad_norm), extra)
-    if tc.checkpoint_every and step % tc.checkpoint_every == 0 and step < tc.max_steps:
+    if checkpoint_due:
         acc.wait_for_everyone()
         if main:
             run.checkpoint(step)
