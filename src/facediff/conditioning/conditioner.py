@@ -127,7 +127,7 @@ class Conditioner:
         """(values, negatives, notes) as the model's text kind reads a negative prompt (``TextKind.read_negatives``:
         bare presence words may move into the prompt as negations); unchanged for other models."""
         seq = next((k for k in self.kinds if k.route == "sequence"), None)
-        if seq is None or not hasattr(seq, "read_negatives") or all(not v for v in negatives):
+        if seq is None or all(not v for v in negatives):
             return values, negatives, []
         prompts = values.get(seq.name, [None] * len(negatives))
         prompts, negatives, notes = seq.read_negatives(list(prompts), list(negatives))

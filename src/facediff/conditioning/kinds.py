@@ -93,6 +93,11 @@ class ConditionKind:
             raise FacediffError(f"{self.name}: this condition has no negative value")
         return self.encode([None] * n, grid)
 
+    def read_negatives(self, values: list[Any | None], negatives: list[Any | None]):
+        """(values, negatives, notes): how this kind reads its values beside negative ones, before encoding; as
+        given here (the text kind may move a negative prompt's words into the prompt)."""
+        return values, negatives, []
+
     def dataset_values(self, dataset: Any, rows: Sequence[int]) -> list[Any | None]:
         """The values of prepared-data-set ``rows`` (training batches, evaluation conditions)."""
         raise FacediffError(f"{self.name}: this condition cannot be read from a prepared data set")
